@@ -1,0 +1,117 @@
+"""CoOp's command line (train.py): argument parser, config assembly, run."""
+import argparse
+import sys
+import textwrap
+
+import torch
+
+from .config import get_cfg_default, merge_from_file, merge_from_list
+from .data import DATASET_REGISTRY
+from .errors import UserError
+from .trainer import TRAINER_REGISTRY, build_trainer
+from .utils import logger, set_random_seed, setup_logger
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Prompt tuning for CLIP (CoOp-compatible command line)")
+    p.add_argument("--root", type=str, default="", help="path to dataset")
+    p.add_argument("--output-dir", type=str, default="", help="output directory")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
+    p.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="path to config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
+    p.add_argument("--trainer", type=str, default="", help="name of trainer")
+    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                   help="modify config options using the command-line")
+    return p
+
+
+def default_cfg():
+    """Dassl's defaults plus every registered trainer's own node."""
+    cfg = get_cfg_default()
+    for _, cls in TRAINER_REGISTRY.items():
+        cls.extend_cfg(cfg)
+    return cfg
+
+
+def setup_cfg(args):
+    """Merge order: defaults, dataset yaml, method yaml, CLI flags, trailing KEY VALUE pairs."""
+    cfg = default_cfg()
+    if args.dataset_config_file:
+        merge_from_file(cfg, args.dataset_config_file, "dataset config file")
+    if args.config_file:
+        merge_from_file(cfg, args.config_file, "config file")
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None and args.seed >= 0:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    merge_from_list(cfg, args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def run(args):
+    cfg = setup_cfg(args)
+    # Fail on unknown names before anything is written to the output folder.
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if cfg.SEED >= 0:
+        logger.info(f"Setting fixed seed: {cfg.SEED}")
+    logger.info("***************\n** Arguments **\n***************")
+    for k, v in sorted(vars(args).items()):
+        logger.info(f"{k}: {v}")
+    logger.info("************\n** Config **\n************")
+    logger.info(str(cfg))
+    logger.info(f"PyTorch {torch.__version__}; CUDA available: {torch.cuda.is_available()}")
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return trainer
+    if not args.no_train:
+        trainer.train()
+    return trainer
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except UserError as e:
+        msg = textwrap.fill(str(e), width=100)
+        if logger.handlers:
+            logger.error(f"ERROR: {e}")
+        else:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0

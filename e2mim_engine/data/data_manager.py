@@ -1,0 +1,88 @@
+"""DataManager: dataset, transforms and loaders (Dassl's interface)."""
+import torch
+from PIL import Image
+from tabulate import tabulate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from ..errors import ConfigError, DataError
+from ..utils import logger
+from .base import build_dataset
+from .transforms import build_transform
+
+
+def read_image(path):
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"Image file {path} does not exist (listed by the dataset split).") from None
+    except OSError as e:
+        raise DataError(f"Cannot read image {path}: {e}. The file is corrupt or not an image; "
+                        f"replace it or remove it from the split.") from None
+
+
+class DatasetWrapper(Dataset):
+    def __init__(self, data_source, transform):
+        self.data_source = data_source
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.data_source)
+
+    def __getitem__(self, idx):
+        item = self.data_source[idx]
+        return {"img": self.transform(read_image(item.impath)), "label": item.label,
+                "domain": item.domain, "impath": item.impath, "index": idx}
+
+
+SAMPLERS = ("RandomSampler", "SequentialSampler")
+
+
+def build_data_loader(data_source, transform, batch_size, sampler="SequentialSampler", is_train=False,
+                      num_workers=0, batch_sampler=None, pin_memory=False):
+    ds = DatasetWrapper(data_source, transform)
+    common = dict(num_workers=num_workers, pin_memory=pin_memory)
+    if batch_sampler is not None:
+        return DataLoader(ds, batch_sampler=batch_sampler, **common)
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"Unknown sampler '{sampler}'; valid: {', '.join(SAMPLERS)}.")
+    smp = RandomSampler(ds) if sampler == "RandomSampler" else SequentialSampler(ds)
+    # Dassl drops the last partial batch in training only when there is a full one.
+    drop_last = is_train and len(data_source) >= batch_size
+    return DataLoader(ds, batch_size=batch_size, sampler=smp, drop_last=drop_last, **common)
+
+
+class DataManager:
+    def __init__(self, cfg, dataset=None, tfm_train=None, tfm_test=None, train_batch_sampler=None,
+                 pin_memory=False):
+        self.dataset = dataset if dataset is not None else build_dataset(cfg)
+        self.tfm_train = tfm_train or build_transform(cfg, is_train=True)
+        self.tfm_test = tfm_test or build_transform(cfg, is_train=False)
+        nw = cfg.DATALOADER.NUM_WORKERS
+        d = self.dataset
+        self.train_loader_x = build_data_loader(
+            d.train_x, self.tfm_train, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TRAIN_X.SAMPLER,
+            is_train=True, num_workers=nw, pin_memory=pin_memory,
+            batch_sampler=train_batch_sampler(d.train_x) if train_batch_sampler else None)
+        self.val_loader = None
+        if d.val:
+            self.val_loader = build_data_loader(d.val, self.tfm_test, cfg.DATALOADER.TEST.BATCH_SIZE,
+                                                cfg.DATALOADER.TEST.SAMPLER, num_workers=nw, pin_memory=pin_memory)
+        self.test_loader = build_data_loader(d.test, self.tfm_test, cfg.DATALOADER.TEST.BATCH_SIZE,
+                                             cfg.DATALOADER.TEST.SAMPLER, num_workers=nw, pin_memory=pin_memory)
+        self.num_classes = d.num_classes
+        self.lab2cname = d.lab2cname
+        self.classnames = d.classnames
+        if cfg.VERBOSE:
+            self.show_dataset_summary(cfg)
+
+    def show_dataset_summary(self, cfg):
+        d = self.dataset
+        table = [["Dataset", cfg.DATASET.NAME], ["# classes", f"{self.num_classes:,}"],
+                 ["# train_x", f"{len(d.train_x):,}"]]
+        if d.val:
+            table.append(["# val", f"{len(d.val):,}"])
+        table.append(["# test", f"{len(d.test):,}"])
+        logger.info(tabulate(table))
+
+

@@ -1,0 +1,359 @@
+"""The trainer contract (Dassl's template-method base class, without its globals).
+
+A method is a short class registered in TRAINER_REGISTRY that fills in ``build_model``
+and ``forward_backward`` (and ``extend_cfg`` for its own config node). The base class
+runs epochs, logs Dassl's lines, checkpoints the registered (learnable) modules, resumes,
+evaluates and writes results.json.
+"""
+import datetime
+import os
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from .checkpoint import (learnable_state_dict, load_checkpoint, read_checkpoint_file, save_checkpoint)
+from .data import DataManager
+from .device import resolve_precision, select_device
+from .errors import UserError
+from .evaluation import build_evaluator
+from .optim import build_lr_scheduler, build_optimizer
+from .registry import Registry
+from .utils import AverageMeter, MetricMeter, epoch_seed, logger, set_random_seed, write_json
+
+TRAINER_REGISTRY = Registry("trainer")
+
+
+def build_trainer(cfg):
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+
+
+class TrainerBase:
+    # Name of the node under TRAINER that holds PREC (e.g. "COOP"); used by resolve_precision.
+    @classmethod
+    def extend_cfg(cls, cfg):
+        """Add this method's config node (e.g. cfg.TRAINER.COOP). Called for every trainer."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._models, self._optims, self._scheds = OrderedDict(), OrderedDict(), OrderedDict()
+        self._writer = None
+        self.scaler = None
+        self.check_cfg(cfg)
+        self.device = select_device(cfg.USE_CUDA)
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -np.inf
+
+    # ---- hooks a method fills in -------------------------------------------------------
+    def check_cfg(self, cfg):
+        pass
+
+    def build_data_loader(self):
+        dm = DataManager(self.cfg, pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA)
+        self.dm = dm
+        self.train_loader_x, self.val_loader, self.test_loader = dm.train_loader_x, dm.val_loader, dm.test_loader
+        self.num_classes, self.lab2cname, self.classnames = dm.num_classes, dm.lab2cname, dm.classnames
+
+    def build_model(self):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        """One optimisation step; returns a dict of scalars to log."""
+        raise NotImplementedError
+
+    def model_inference(self, input):
+        return self.model(input)
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch):
+        return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device)
+
+    def result_metadata(self):
+        """Extra fields for results.json (e.g. the templates a method used)."""
+        return {}
+
+    # ---- models, optimizers, precision -------------------------------------------------
+    def set_precision(self, prec, key):
+        """Resolve PREC once; every forward then uses self.precision.autocast()."""
+        self.precision = resolve_precision(prec, self.device, key)
+        self.scaler = self.precision.grad_scaler()
+        return self.precision
+
+    def build_optim_sched(self, module_or_params):
+        optim = build_optimizer(module_or_params, self.cfg.OPTIM)
+        return optim, build_lr_scheduler(optim, self.cfg.OPTIM)
+
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        """Only registered modules are checkpointed, and only their learnable tensors."""
+        if name in self._models:
+            raise KeyError(f"model '{name}' is registered twice")
+        self._models[name], self._optims[name], self._scheds[name] = model, optim, sched
+
+    def get_model_names(self, names=None):
+        names_real = list(self._models.keys())
+        if names is None:
+            return names_real
+        names = [names] if isinstance(names, str) else names
+        for n in names:
+            assert n in names_real, f"no model named {n}"
+        return names
+
+    def set_model_mode(self, mode="train", names=None):
+        for name in self.get_model_names(names):
+            self._models[name].train(mode == "train")
+
+    def update_lr(self, names=None):
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                return self._optims[name].param_groups[0]["lr"]
+        return 0.0
+
+    def detect_anomaly(self, loss):
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def model_backward_and_update(self, loss, names=None):
+        names = self.get_model_names(names)
+        optims = [self._optims[n] for n in names if self._optims[n] is not None]
+        for o in optims:
+            o.zero_grad(set_to_none=True)
+        self.detect_anomaly(loss)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for o in optims:
+                self.scaler.step(o)
+            self.scaler.update()
+        else:
+            loss.backward()
+            for o in optims:
+                o.step()
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Write <directory>/<name>/model.pth.tar-<epoch+1> (or model_name) for every model."""
+        keep = self._keep_epoch_file
+        for name in self.get_model_names():
+            save_checkpoint(
+                {"state_dict": learnable_state_dict(self._models[name]), "epoch": epoch + 1,
+                 "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
+                 "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
+                 "val_result": val_result},
+                os.path.join(directory, name), is_best=is_best, model_name=model_name, keep=keep)
+
+    def _keep_epoch_file(self, epoch):
+        """Epoch files that stay on disk: CHECKPOINT_FREQ multiples and the last epoch.
+        Others are written for resuming and removed when the next one lands."""
+        f = self.cfg.TRAIN.CHECKPOINT_FREQ
+        return epoch == self.max_epoch or (f > 0 and epoch % f == 0)
+
+    def resume_model_if_exist(self, directory):
+        names = self.get_model_names()
+        files = [read_checkpoint_file(os.path.join(directory, n)) for n in names]
+        if not names or any(f is None for f in files):
+            return 0
+        logger.info("*" * 60)
+        logger.info(f"Found checkpoint at {directory} (will resume training)")
+        logger.info("*" * 60)
+        start_epoch = 0
+        for name, fname in zip(names, files):
+            path = os.path.join(directory, name, fname)
+            ckpt = load_checkpoint(path)
+            logger.info(f'Loading checkpoint from "{path}"')
+            self._load_state(name, ckpt["state_dict"], path)
+            if self._optims[name] is not None and ckpt.get("optimizer"):
+                self._optims[name].load_state_dict(ckpt["optimizer"])
+                logger.info("Loaded optimizer")
+            if self._scheds[name] is not None and ckpt.get("scheduler"):
+                self._scheds[name].load_state_dict(ckpt["scheduler"])
+                logger.info("Loaded scheduler")
+            start_epoch = ckpt["epoch"]
+            logger.info(f"Previous epoch: {start_epoch}")
+        return start_epoch
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            logger.info("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = os.path.join(directory, name, model_file)
+            if not os.path.exists(path):
+                raise UserError(f'Model not found at "{path}". --model-dir should be the OUTPUT_DIR of a '
+                                f'training run and --load-epoch an epoch whose file exists there.')
+            ckpt = load_checkpoint(path)
+            logger.info(f'Loading weights to {name} from "{path}" (epoch = {ckpt["epoch"]})')
+            self._load_state(name, ckpt["state_dict"], path)
+
+    def _load_state(self, name, state_dict, path):
+        # Buffers holding class-name token embeddings belong to the class set being
+        # evaluated, not to the checkpoint (CoOp saves them; we never do).
+        state_dict = {k: v for k, v in state_dict.items()
+                      if not k.split(".")[-1] in ("token_prefix", "token_suffix")}
+        model = self._models[name]
+        expected = learnable_state_dict(model)
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in expected]
+        bad_shape = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+        if missing or unexpected or bad_shape:
+            raise UserError(f"The checkpoint {path} does not fit model '{name}': missing {missing}, "
+                            f"unexpected {unexpected}, shape mismatch {bad_shape}. It was probably trained "
+                            f"with other settings (e.g. N_CTX, CSC or the number of classes with CSC=True).")
+        with torch.no_grad():
+            for k, v in model.state_dict(keep_vars=True).items():
+                if k in state_dict:
+                    v.copy_(state_dict[k].to(v.dtype))
+
+    # ---- tensorboard -------------------------------------------------------------------
+    def init_writer(self, log_dir):
+        if self._writer is None:
+            logger.info(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag, value, step=None):
+        if self._writer is not None:
+            self._writer.add_scalar(tag, value, step)
+
+    # ---- the loop ----------------------------------------------------------------------
+    def train(self, start_epoch=None, max_epoch=None):
+        self.before_train()
+        if start_epoch is not None:
+            self.start_epoch = start_epoch
+        if max_epoch is not None:
+            self.max_epoch = max_epoch
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        directory = self.cfg.RESUME or self.output_dir
+        self.start_epoch = self.resume_model_if_exist(directory)
+        if self.start_epoch < self.max_epoch:
+            # A results.json left from an earlier run would make this unfinished run look done.
+            stale = os.path.join(self.output_dir, "results.json")
+            if os.path.exists(stale):
+                os.remove(stale)
+        self.init_writer(os.path.join(self.output_dir, "tensorboard"))
+        self.time_start = time.time()
+
+    def before_epoch(self):
+        if self.cfg.SEED >= 0:
+            set_random_seed(epoch_seed(self.cfg.SEED, self.epoch))
+        sampler = getattr(self.train_loader_x, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+
+    def after_epoch(self):
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr = self.test(split="val")
+            if curr > self.best_result:
+                self.best_result = curr
+                self.save_model(self.epoch, self.output_dir, val_result=curr, model_name="model-best.pth.tar")
+        self.save_model(self.epoch, self.output_dir)
+        if last_epoch:
+            return
+
+    def after_train(self):
+        logger.info("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                logger.info("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                logger.info("Deploy the last-epoch model")
+            self.test()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        logger.info(f"Elapsed: {elapsed}")
+        self.close_writer()
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time, data_time = AverageMeter(), AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        freq = self.cfg.TRAIN.PRINT_FREQ
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            if (self.batch_idx + 1) % freq == 0 or self.num_batches < freq:
+                nb_remain = self.num_batches - self.batch_idx - 1
+                nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+                logger.info(" ".join([
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}",
+                    f"lr {self.get_current_lr():.4e}",
+                    f"eta {eta}",
+                ]))
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+        self.update_lr()
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """Evaluate on ``split`` (TEST.SPLIT by default); log Dassl's result block and, for
+        the final test split, write results.json. Returns the accuracy."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        if split == "val" and self.val_loader is None:
+            split = "test"
+        logger.info(f"Evaluate on the *{split}* set")
+        for batch in tqdm(loader, disable=not self.cfg.VERBOSE, leave=False):
+            input, label = self.parse_batch_test(batch)
+            self.evaluator.process(self.model_inference(input), label)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        if split == self.cfg.TEST.SPLIT:
+            self.write_results(results, split)
+        return results["accuracy"]
+
+    def write_results(self, results, split):
+        cfg = self.cfg
+        out = OrderedDict(
+            split=split, trainer=cfg.TRAINER.NAME, dataset=cfg.DATASET.NAME, seed=cfg.SEED,
+            shots=cfg.DATASET.NUM_SHOTS, subsample=cfg.DATASET.SUBSAMPLE_CLASSES,
+            backbone=cfg.MODEL.BACKBONE.NAME, num_classes=self.num_classes,
+            accuracy=results["accuracy"], error=results["error"], macro_f1=results["macro_f1"],
+            total=results["total"], correct=results["correct"],
+        )
+        if "perclass_accuracy" in results:
+            out["perclass_accuracy"] = results["perclass_accuracy"]
+        out["epoch"] = self.epoch + 1 if self._models else 0
+        out.update(self.result_metadata())
+        out["precision"] = getattr(getattr(self, "precision", None), "name", None)
+        out["device"] = self.device.type
+        write_json(out, os.path.join(self.output_dir, "results.json"))

@@ -1,0 +1,139 @@
+"""The one CLIP loader: by name from the CLIP cache folder (checksum verified), from a
+checkpoint path (plain state dict or JIT archive), or randomly initialised by shape.
+
+Never downloads: a missing file is an error that says where the file comes from.
+"""
+import hashlib
+import os
+import warnings
+
+import torch
+import torch.nn as nn
+
+from e2mim_engine.errors import ConfigError, WeightsError
+from e2mim_engine.utils import logger
+
+with warnings.catch_warnings():
+    # clip imports pkg_resources, which warns about its own deprecation.
+    warnings.simplefilter("ignore")
+    import clip  # noqa: E402
+    from clip import model as clip_model_lib  # noqa: E402
+
+# Architecture of each CLIP, as constructor arguments of clip.model.CLIP. Used to build
+# randomly initialised models ("random:<name>") for tests, the demo and the benchmark.
+CLIP_SPECS = {
+    # Small enough for CPU tests: width 128, 2 layers, 224 input with 32-pixel patches.
+    "tiny": dict(embed_dim=128, image_resolution=224, vision_layers=2, vision_width=128,
+                 vision_patch_size=32, context_length=77, vocab_size=49408,
+                 transformer_width=128, transformer_heads=2, transformer_layers=2),
+    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None, context_length=77, vocab_size=49408,
+                 transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, context_length=77, vocab_size=49408,
+                     transformer_width=768, transformer_heads=12, transformer_layers=12),
+}
+RANDOM_PREFIX = "random:"
+
+
+def clip_cache_dir(cfg_dir=""):
+    return os.path.expanduser(cfg_dir or os.environ.get("CLIP_CACHE_DIR") or "~/.cache/clip")
+
+
+def build_random_clip(name, seed=0):
+    """A randomly initialised CLIP of a known shape. The init is seeded on its own so a
+    training run and a later --eval-only run see the same frozen weights."""
+    if name not in CLIP_SPECS:
+        raise ConfigError(f"Unknown CLIP shape '{name}' in '{RANDOM_PREFIX}{name}'; valid: "
+                          f"{', '.join(RANDOM_PREFIX + n for n in CLIP_SPECS)}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = clip_model_lib.CLIP(**CLIP_SPECS[name])
+    return model.float().eval()
+
+
+def _sha256(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_weight_file(name, cache_dir=""):
+    """Path of the weight file for a CLIP name, checked against the checksum in its URL."""
+    url = clip.clip._MODELS[name]
+    folder = clip_cache_dir(cache_dir)
+    path = os.path.join(folder, os.path.basename(url))
+    expected = url.split("/")[-2]
+    if not os.path.isfile(path):
+        raise WeightsError(
+            f"CLIP weights for '{name}' not found: looked for {path}. This project never downloads "
+            f"weights; fetch the file from {url} (the address OpenAI's clip package uses) and put it "
+            f"in {folder}, or point MODEL.BACKBONE.CACHE_DIR or $CLIP_CACHE_DIR to the folder that "
+            f"holds it, or pass the file's path as --backbone.")
+    if _sha256(path) != expected:
+        raise WeightsError(
+            f"The CLIP weight file {path} is corrupt or incomplete: its SHA256 does not match "
+            f"{expected}. Delete it and fetch it again from {url}.")
+    return path
+
+
+def _load_file(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, _ = clip.load(path, device="cpu", jit=False)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable as CLIP
+        raise WeightsError(
+            f"Cannot load CLIP weights from {path} ({type(e).__name__}: {str(e)[:200]}). Expected "
+            f"OpenAI's JIT archive or a plain CLIP state dict saved with torch.save.") from None
+    return model.float().eval()
+
+
+def cast_clip(model, dtype):
+    """Store weights in ``dtype`` except LayerNorms (CLIP's LayerNorm computes in fp32),
+    as clip.model.convert_weights does for fp16."""
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            continue
+        for p in m.parameters(recurse=False):
+            p.data = p.data.to(dtype)
+    return model
+
+
+def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=None):
+    """Return a frozen CLIP in eval mode on ``device`` with weights in ``dtype``."""
+    if not backbone:
+        raise ConfigError("MODEL.BACKBONE.NAME is empty: pass --backbone ViT-B/16 (or another CLIP "
+                          f"name: {', '.join(clip.available_models())}), a weight file path, or "
+                          f"random:<shape> ({', '.join(CLIP_SPECS)}).")
+    if backbone.startswith(RANDOM_PREFIX):
+        model = build_random_clip(backbone[len(RANDOM_PREFIX):])
+        logger.info(f"Building a RANDOMLY INITIALISED CLIP ({backbone}): numbers are not meaningful")
+    elif backbone in clip.available_models():
+        path = resolve_weight_file(backbone, cache_dir)
+        logger.info(f"Loading CLIP ({backbone}) from {path}")
+        model = _load_file(path)
+    elif os.path.isfile(os.path.expanduser(backbone)):
+        logger.info(f"Loading CLIP from {backbone}")
+        model = _load_file(os.path.expanduser(backbone))
+    else:
+        raise WeightsError(
+            f"MODEL.BACKBONE.NAME='{backbone}' is neither a CLIP name ({', '.join(clip.available_models())}), "
+            f"nor an existing weight file, nor random:<shape> ({', '.join(CLIP_SPECS)}).")
+    res = model.visual.input_resolution
+    if input_size is not None and tuple(input_size) != (res, res):
+        raise ConfigError(f"INPUT.SIZE {tuple(input_size)} does not match the CLIP image resolution "
+                          f"{res}; set INPUT.SIZE ({res}, {res}).")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if dtype != torch.float32:
+        cast_clip(model, dtype)
+    return model.to(device).eval()

@@ -1,0 +1,166 @@
+"""The one text encoder and the one prompt builder, shared by every trainer.
+
+Speed: CLIP's text transformer is causal and the feature is read at the end-of-text (EOT)
+token, so positions after the longest prompt's EOT cannot change any feature. Prompts are
+therefore cut to that length (typically 10-25 of 77 tokens) before the encoder runs; the
+result equals the full-length encoder to float tolerance (tests/test_prompting.py).
+"""
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.clip import _tokenizer
+
+
+def tokenize(texts, truncate_to_eot=True):
+    """Token ids [n, L]; L is the longest EOT position + 1 unless ``truncate_to_eot`` is False."""
+    tokens = clip.tokenize(texts)
+    if truncate_to_eot:
+        tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+    return tokens
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text tower on token *embeddings*, so learnable context vectors can be spliced in."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.transformer = clip_model.transformer
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.dtype = clip_model.dtype
+
+    def forward(self, prompts, tokenized_prompts):
+        """prompts: [n, L, d] embeddings; tokenized_prompts: [n, L] ids (EOT has the largest id)."""
+        L = prompts.shape[1]
+        x = prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        x = self.ln_final(x).type(self.dtype)
+        eot = tokenized_prompts.argmax(dim=-1)
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+@torch.no_grad()
+def encode_texts(clip_model, texts, text_encoder=None, chunk=512):
+    """Normalized features [n, D] (float32) of fixed texts, through the shared encoder."""
+    enc = text_encoder or TextEncoder(clip_model)
+    device = clip_model.token_embedding.weight.device
+    feats = []
+    for i in range(0, len(texts), chunk):
+        tok = tokenize(texts[i:i + chunk]).to(device)
+        emb = clip_model.token_embedding(tok)
+        feats.append(F.normalize(enc(emb, tok).float(), dim=-1))
+    return torch.cat(feats)
+
+
+@torch.no_grad()
+def handcrafted_text_features(clip_model, classnames, templates, text_encoder=None):
+    """[C, D] normalized class features; with several templates, the normalized mean of
+    each class's normalized template features (CLIP's prompt ensembling)."""
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    names = [c.replace("_", " ") for c in classnames]
+    texts = [t.format(c) for c in names for t in templates]
+    f = encode_texts(clip_model, texts, text_encoder).view(len(names), len(templates), -1)
+    return F.normalize(f.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def encode_images(clip_model, images):
+    """Normalized image features (float32) of the frozen image encoder, without autograd."""
+    return F.normalize(clip_model.encode_image(images.type(clip_model.dtype)).float(), dim=-1)
+
+
+class PromptLearner(nn.Module):
+    """CoOp's learnable context: [SOS] [ctx]*n_ctx [class tokens] . [EOT].
+
+    ctx is a float32 master copy ([n_ctx, d], or [n_cls, n_ctx, d] with csc); the class-name
+    token embeddings are non-persistent buffers, so checkpoints never hold them and a prompt
+    trained on base classes loads for new classes.
+    """
+
+    POSITIONS = ("end", "middle", "front")
+
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False,
+                 class_token_position="end", truncate=True):
+        super().__init__()
+        if class_token_position not in self.POSITIONS:
+            raise ValueError(f"class token position '{class_token_position}' not in {self.POSITIONS}")
+        n_cls = len(classnames)
+        ctx_dim = clip_model.ln_final.weight.shape[0]
+        embed = clip_model.token_embedding
+        device = embed.weight.device
+        if ctx_init:
+            ctx_init = ctx_init.replace("_", " ")
+            n_ctx = len(_tokenizer.encode(ctx_init))
+            with torch.no_grad():
+                init = embed(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()
+            ctx_vectors = init.unsqueeze(0).repeat(n_cls, 1, 1) if csc else init
+            prompt_prefix = ctx_init
+        else:
+            shape = (n_cls, n_ctx, ctx_dim) if csc else (n_ctx, ctx_dim)
+            ctx_vectors = torch.empty(shape, device=device)
+            nn.init.normal_(ctx_vectors, std=0.02)
+            prompt_prefix = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(ctx_vectors.float())
+        self.prompt_prefix = prompt_prefix
+        self.n_cls, self.n_ctx, self.csc = n_cls, n_ctx, csc
+        self.class_token_position = class_token_position
+        names = [c.replace("_", " ") for c in classnames]
+        self.name_lens = [len(_tokenizer.encode(c)) for c in names]
+        tokenized = tokenize([f"{prompt_prefix} {c}." for c in names], truncate_to_eot=truncate).to(device)
+        with torch.no_grad():
+            embedding = embed(tokenized)
+        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # class, '.', EOT
+
+    def forward(self):
+        ctx = self.ctx.to(self.token_prefix.dtype)
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        prefix, suffix = self.token_prefix, self.token_suffix
+        if self.class_token_position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        prompts = []
+        half = self.n_ctx // 2
+        for i, n in enumerate(self.name_lens):
+            name, rest = suffix[i:i + 1, :n], suffix[i:i + 1, n:]
+            c = ctx[i:i + 1]
+            if self.class_token_position == "middle":
+                parts = [prefix[i:i + 1], c[:, :half], name, c[:, half:], rest]
+            else:  # front
+                parts = [prefix[i:i + 1], name, c, rest]
+            prompts.append(torch.cat(parts, dim=1))
+        return torch.cat(prompts, dim=0)
+
+
+class PromptCLIP(nn.Module):
+    """Frozen CLIP + a prompt learner: logits = scale * v(x) . t_c (the CoOp model)."""
+
+    def __init__(self, clip_model, prompt_learner):
+        super().__init__()
+        self.clip = clip_model
+        self.prompt_learner = prompt_learner
+        self.text_encoder = TextEncoder(clip_model)
+
+    @property
+    def logit_scale(self):
+        return self.clip.logit_scale.exp().float()
+
+    def text_features(self):
+        pl = self.prompt_learner
+        return F.normalize(self.text_encoder(pl(), pl.tokenized_prompts).float(), dim=-1)
+
+    def image_features(self, image):
+        return encode_images(self.clip, image)
+
+    def forward(self, image, text_features=None):
+        img = self.image_features(image)
+        txt = self.text_features() if text_features is None else text_features
+        return self.logit_scale * img @ txt.t()
