@@ -1,7 +1,6 @@
 """CoOp's command line (train.py): argument parser, config assembly, run."""
 import argparse
 import sys
-import textwrap
 
 import torch
 
@@ -108,10 +107,11 @@ def main(argv=None):
     try:
         run(args)
     except UserError as e:
-        msg = textwrap.fill(str(e), width=100)
-        if logger.handlers:
-            logger.error(f"ERROR: {e}")
-        else:
-            print(f"error: {msg}", file=sys.stderr)
+        # One paragraph on stderr (and in log.txt if one was opened), no traceback.
+        print(f"error: {e}", file=sys.stderr)
+        for h in logger.handlers:
+            if hasattr(h, "baseFilename"):
+                h.stream.write(f"error: {e}\n")
+                h.flush()
         return 2
     return 0

@@ -168,6 +168,9 @@ def _run_merge(cfg, merge, source):
     except ValueError as e:
         raise ConfigError(f"Bad value in {source}: {e}") from None
     except AssertionError as e:
+        msg = str(e)
+        if msg.startswith("Non-existent key:"):  # yacs' wording in merge_from_list
+            raise _unknown_key(cfg, msg.split(":", 1)[1].strip(), source) from None
         raise ConfigError(f"Bad config in {source}: {e}") from None
 
 

@@ -1,4 +1,4 @@
-"""Device and precision, decided in one place. Nothing else calls .cuda() or picks dtypes."""
+"""Device and precision, decided in one place. Nothing else moves tensors to a GPU by hand or picks dtypes."""
 import contextlib
 from dataclasses import dataclass
 

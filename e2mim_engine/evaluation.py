@@ -4,7 +4,6 @@ from collections import OrderedDict, defaultdict
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
 
 from .registry import Registry
 from .utils import logger
@@ -43,6 +42,8 @@ class Classification:
                 self._per_class_res[label].append(m)
 
     def evaluate(self):
+        from sklearn.metrics import f1_score  # imported here: it costs a second at start-up
+
         results = OrderedDict()
         acc = 100.0 * self._correct / max(self._total, 1)
         err = 100.0 - acc
@@ -75,6 +76,8 @@ class Classification:
             logger.info(f"* average: {results['perclass_accuracy']:.1f}%")
             self.per_class = per_class
         if self.cfg.TEST.COMPUTE_CMAT:
+            from sklearn.metrics import confusion_matrix
+
             cmat = confusion_matrix(self._y_true, self._y_pred, normalize="true")
             path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")
             torch.save(torch.from_numpy(cmat), path)

@@ -12,7 +12,6 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .checkpoint import (learnable_state_dict, load_checkpoint, read_checkpoint_file, save_checkpoint)
@@ -185,12 +184,14 @@ class TrainerBase:
             logger.info(f"Previous epoch: {start_epoch}")
         return start_epoch
 
-    def load_model(self, directory, epoch=None):
+    def load_model(self, directory, epoch=None, names=None):
+        """Load weights for evaluation (no optimizer state). ``names`` limits which models:
+        training-only parts (e.g. a critic sized for the base classes) can be left out."""
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
             return
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
+        for name in self.get_model_names(names):
             path = os.path.join(directory, name, model_file)
             if not os.path.exists(path):
                 raise UserError(f'Model not found at "{path}". --model-dir should be the OUTPUT_DIR of a '
@@ -221,6 +222,8 @@ class TrainerBase:
     # ---- tensorboard -------------------------------------------------------------------
     def init_writer(self, log_dir):
         if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+
             logger.info(f"Initialize tensorboard (log_dir={log_dir})")
             self._writer = SummaryWriter(log_dir=log_dir)
 
@@ -265,15 +268,14 @@ class TrainerBase:
             sampler.set_epoch(self.epoch)
 
     def after_epoch(self):
-        last_epoch = (self.epoch + 1) == self.max_epoch
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr = self.test(split="val")
             if curr > self.best_result:
                 self.best_result = curr
                 self.save_model(self.epoch, self.output_dir, val_result=curr, model_name="model-best.pth.tar")
+        # Saved every epoch so a restarted run resumes from here; files that are neither a
+        # CHECKPOINT_FREQ multiple nor the last epoch are removed when the next one lands.
         self.save_model(self.epoch, self.output_dir)
-        if last_epoch:
-            return
 
     def after_train(self):
         logger.info("Finish training")

@@ -86,15 +86,23 @@ def resolve_weight_file(name, cache_dir=""):
 
 
 def _load_file(path):
+    """OpenAI's JIT archive or a plain state dict. Built with clip's build_model, then the
+    weights are copied again in float32 (build_model stores them in fp16 on the way)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, _ = clip.load(path, device="cpu", jit=False)
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            try:
+                state_dict = torch.jit.load(path, map_location="cpu").state_dict()
+            except RuntimeError:
+                state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            model = clip_model_lib.build_model(dict(state_dict)).float()
+        meta = ("input_resolution", "context_length", "vocab_size")
+        model.load_state_dict({k: v for k, v in state_dict.items() if k not in meta})
     except Exception as e:  # noqa: BLE001 - any failure means the file is unusable as CLIP
         raise WeightsError(
             f"Cannot load CLIP weights from {path} ({type(e).__name__}: {str(e)[:200]}). Expected "
             f"OpenAI's JIT archive or a plain CLIP state dict saved with torch.save.") from None
-    return model.float().eval()
+    return model.eval()
 
 
 def cast_clip(model, dtype):

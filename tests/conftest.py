@@ -1,0 +1,38 @@
+"""Shared fixtures: the repo root on sys.path, config building as train.py does it, and
+small generated image folders in the real on-disk layouts. Nothing touches the network."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import datasets  # noqa: E402,F401
+import trainers  # noqa: E402,F401
+from e2mim_engine.cli import build_parser, setup_cfg  # noqa: E402
+
+TINY_CFG = os.path.join(ROOT, "configs", "trainers", "CoOp", "demo_tiny.yaml")
+DEMO_CFG = os.path.join(ROOT, "configs", "datasets", "demo.yaml")
+
+
+def make_cfg(*argv):
+    """A frozen config from train.py-style arguments."""
+    return setup_cfg(build_parser().parse_args([str(a) for a in argv]))
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A data root holding the generated demo dataset (generated once per session)."""
+    root = tmp_path_factory.mktemp("data")
+    from datasets.demo import generate
+    generate(str(root / "demo"))
+    return str(root)
+
+
+def demo_args(root, out, *extra, trainer="CoOp", seed=1):
+    return ["--root", root, "--seed", seed, "--trainer", trainer, "--dataset-config-file", DEMO_CFG,
+            "--config-file", TINY_CFG, "--output-dir", out, "DATASET.NUM_SHOTS", 4,
+            "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 2, "TRAINER.COOP.N_CTX", 4,
+            "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "VERBOSE", False, *extra]
