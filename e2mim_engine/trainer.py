@@ -182,6 +182,12 @@ class TrainerBase:
                 logger.info("Loaded scheduler")
             start_epoch = ckpt["epoch"]
             logger.info(f"Previous epoch: {start_epoch}")
+        best = os.path.join(directory, names[0], "model-best.pth.tar")
+        if os.path.isfile(best):
+            # best_val selection continues against the best result seen before the restart
+            val = load_checkpoint(best).get("val_result")
+            if val is not None:
+                self.best_result = val
         return start_epoch
 
     def load_model(self, directory, epoch=None, names=None):

@@ -169,3 +169,16 @@ def test_bad_input_is_one_paragraph(tmp_path, capsys):
                          "DATASET.NAME", "Demo", "MODEL.BACKBONE.NAME", "ViT-B/16",
                          "MODEL.BACKBONE.CACHE_DIR", tmp_path / "clip")
     assert code == 2 and str(tmp_path / "clip" / "ViT-B-16.pt") in err
+
+
+def test_best_val_model_selection(demo_root, tmp_path):
+    t = build(demo_root, tmp_path, "TEST.FINAL_MODEL", "best_val")
+    t.train()
+    best = torch.load(tmp_path / "prompt_learner" / "model-best.pth.tar", weights_only=True)
+    assert best["val_result"] == t.best_result and 1 <= best["epoch"] <= 2
+    # the checkpoint file still names the newest epoch file, not the best copy
+    assert (tmp_path / "prompt_learner" / "checkpoint").read_text() == "model.pth.tar-2\n"
+    resumed = build(demo_root, tmp_path, "TEST.FINAL_MODEL", "best_val")
+    resumed.before_train()
+    assert resumed.best_result == best["val_result"]
+    resumed.close_writer()
