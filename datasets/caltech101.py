@@ -1,6 +1,7 @@
 import os
 
-from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_and_split_data, read_split, save_split
+from e2mim_engine.data import (DATASET_REGISTRY, BenchmarkDataset, read_and_split_data, read_split,
+                               save_generated_split)
 
 IGNORED = ["BACKGROUND_Google", "Faces_easy"]
 NEW_CNAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
@@ -11,6 +12,8 @@ class Caltech101(BenchmarkDataset):
     dataset_dir = "caltech-101"
     template = "a photo of a {}."
     layout = "caltech-101/101_ObjectCategories/<class>/*.jpg and caltech-101/split_zhou_Caltech101.json"
+    split_file = "split_zhou_Caltech101.json"   # read by the layout checker
+    required = ("101_ObjectCategories",)
     source = ("Caltech101 images (101_ObjectCategories.tar.gz from the Caltech data site); the split "
               "file split_zhou_Caltech101.json is linked from CoOp's DATASETS.md")
 
@@ -22,5 +25,5 @@ class Caltech101(BenchmarkDataset):
         if os.path.exists(split_path):
             return read_split(split_path, self.image_dir)
         train, val, test = read_and_split_data(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES)
-        save_split(train, val, test, split_path, self.image_dir)
+        save_generated_split(train, val, test, split_path, self.image_dir)
         return train, val, test

@@ -60,6 +60,22 @@ def get_cfg_default():
     _C.DATASET.SUBSAMPLE_CLASSES = "all"
     # Our addition: override the dataset's hand-crafted template (recorded in results.json).
     _C.DATASET.TEMPLATE = ""
+    # Our addition: a custom dataset by config only (DATASET.NAME "ImageFolder"; DATASETS.md).
+    _C.DATASET.CUSTOM = CN()
+    # Folder of the dataset: under DATASET.ROOT, or an absolute path.
+    _C.DATASET.CUSTOM.DIR = ""
+    # "auto": "split" if DIR/train/ exists, else "single". "split": DIR/train/, DIR/val/, DIR/test/ of
+    # class folders (val/ or test/ may be missing). "single": class folders in DIR/images/ (or DIR/),
+    # split per class P_TRAIN / P_VAL / rest.
+    _C.DATASET.CUSTOM.LAYOUT = "auto"
+    # Optional class-name map: JSON {"folder": "class name"} or text lines "<folder> <class name>".
+    _C.DATASET.CUSTOM.CLASSNAMES = ""
+    # Split JSON read as is when it exists, written when a split is drawn; "" = DIR/split_custom.json.
+    _C.DATASET.CUSTOM.SPLIT_FILE = ""
+    _C.DATASET.CUSTOM.P_TRAIN = 0.5
+    _C.DATASET.CUSTOM.P_VAL = 0.2
+    # Class folders to skip.
+    _C.DATASET.CUSTOM.IGNORED = ()
 
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 4

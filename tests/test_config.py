@@ -70,9 +70,9 @@ def test_odd_trailing_pairs_and_missing_file():
 
 def test_registry_errors_list_valid_names():
     with pytest.raises(ConfigError) as e:
-        TRAINER_REGISTRY.get("Coop")
+        TRAINER_REGISTRY.get("CoOq")
     msg = str(e.value)
-    assert "Unknown trainer 'Coop'" in msg and "Did you mean 'CoOp'" in msg
+    assert "Unknown trainer 'CoOq'" in msg and "Did you mean 'CoOp'" in msg
     for name in ("CoOp", "ZeroshotCLIP", "ZeroshotCLIP2"):
         assert name in msg
     with pytest.raises(ConfigError) as e:

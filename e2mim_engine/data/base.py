@@ -6,6 +6,9 @@ Few-shot: per label in order of first appearance, ``random.sample`` K items from
 seeded with cfg.SEED (train first, then val with min(K, 4)) — the same draw CoOp makes
 after ``random.seed(SEED)``. The draw is cached as JSON, made before base/new subsampling.
 """
+import contextlib
+import difflib
+import json
 import math
 import os
 import random
@@ -13,7 +16,7 @@ from collections import OrderedDict
 
 from ..errors import DataError
 from ..registry import Registry
-from ..utils import listdir_nohidden, logger, read_json, write_json
+from ..utils import atomic_write, listdir_nohidden, logger, read_json, write_json
 
 DATASET_REGISTRY = Registry("dataset")
 
@@ -223,7 +226,8 @@ class BenchmarkDataset(DatasetBase):
     def missing(self, path):
         """The error for an expected file or folder that is not there."""
         return DataError(f"{type(self).__name__}: expected {path} but it does not exist. Expected layout under "
-                         f"DATASET.ROOT: {self.layout or self.dataset_dir}. Source: {self.source or 'see DATASETS.md'}.")
+                         f"DATASET.ROOT: {self.layout or self.dataset_dir}. Source: {self.source or 'see DATASETS.md'}."
+                         f"{layout_hint(path)}")
 
     def check_exists(self, *splits):
         missing = [d.impath for s in splits for d in s if not os.path.isfile(d.impath)]
@@ -265,3 +269,316 @@ class BenchmarkDataset(DatasetBase):
     def image_prefix(self):
         """Folder the few-shot cache stores paths relative to (portable across machines)."""
         return getattr(self, "image_dir", self.dataset_dir)
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers for the benchmark zoo (datasets/) and custom image folders.
+# ------------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# The file that names the ImageNet classes ("nXXXXXXXX class name" per line), shared by the variants.
+CLASSNAMES_SOURCE = ("classnames.txt from CoOp's DATASETS.md (ImageNet section; the names come from "
+                     "CLIP's Prompt_Engineering_for_ImageNet notebook)")
+_WRITES = {"allowed": True}
+
+
+def is_image_file(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def dataset_writes_allowed():
+    """False inside ``no_dataset_writes()`` (the layout checker never writes split files)."""
+    return _WRITES["allowed"]
+
+
+@contextlib.contextmanager
+def no_dataset_writes():
+    """Load datasets without writing split or few-shot files (caches of listings may still be written)."""
+    old = _WRITES["allowed"]
+    _WRITES["allowed"] = False
+    try:
+        yield
+    finally:
+        _WRITES["allowed"] = old
+
+
+def save_generated_split(train, val, test, filepath, path_prefix):
+    """save_split, unless inside no_dataset_writes()."""
+    if dataset_writes_allowed():
+        save_split(train, val, test, filepath, path_prefix)
+    else:
+        logger.info(f"Not saving the split to {filepath} (read-only check)")
+
+
+def list_class_folders(path, ignored=()):
+    """Visible sub-folders of ``path`` (symlinks to folders included), sorted case-sensitively."""
+    with os.scandir(path) as it:
+        names = [e.name for e in it if not e.name.startswith(".") and e.name not in ignored and e.is_dir()]
+    names.sort()
+    return names
+
+
+def list_files(path, images_only=False):
+    """Visible files of a folder, sorted (``images_only``: by extension, see IMAGE_EXTENSIONS)."""
+    with os.scandir(path) as it:
+        names = [e.name for e in it if not e.name.startswith(".") and e.is_file()
+                 and (not images_only or is_image_file(e.name))]
+    names.sort()
+    return names
+
+
+def layout_hint(path):
+    """A hint for a missing path: a similarly named entry next to it, or the same name one
+    level down (an archive extracted into an extra folder). Empty string if nothing found."""
+    parent, name = os.path.split(os.path.normpath(path))
+    if not name or not os.path.isdir(parent):
+        return ""
+    try:
+        entries = [e for e in os.listdir(parent) if not e.startswith(".")]
+    except OSError:
+        return ""
+    for e in entries:
+        if e != name and e.lower() == name.lower():
+            return f" Found '{os.path.join(parent, e)}' instead: names are case-sensitive, rename it to '{name}'."
+    for e in sorted(entries)[:50]:
+        deeper = os.path.join(parent, e, name)
+        if os.path.isdir(os.path.join(parent, e)) and os.path.exists(deeper):
+            return (f" Found '{deeper}' one level too deep: move the contents of '{os.path.join(parent, e)}' "
+                    f"up into '{parent}' (the archive was extracted into an extra folder).")
+    close = difflib.get_close_matches(name, entries, n=1, cutoff=0.6)
+    if close:
+        return f" Did you mean '{os.path.join(parent, close[0])}'?"
+    return ""
+
+
+def split_trainval(trainval, p_val=0.2, rng=None):
+    """CoOp's OxfordPets.split_trainval: per label (in order of first appearance) shuffle the
+    items and put the first round(n * p_val) in val, the rest in train."""
+    rng = rng or random.Random(1)
+    tracker = OrderedDict()
+    for idx, item in enumerate(trainval):
+        tracker.setdefault(item.label, []).append(idx)
+    logger.info(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
+    train, val = [], []
+    for label, idxs in tracker.items():
+        n_val = round(len(idxs) * p_val)
+        if n_val <= 0:
+            raise DataError(f"Class '{trainval[idxs[0]].classname}' (label {label}) has {len(idxs)} training "
+                            f"item(s): too few to hold out {p_val:.0%} for validation.")
+        rng.shuffle(idxs)
+        for n, idx in enumerate(idxs):
+            (val if n < n_val else train).append(trainval[idx])
+    return train, val
+
+
+def split_per_class(groups, p_trn=0.5, p_val=0.2, rng=None):
+    """read_and_split_data's rule on ready-made groups: ``groups`` is a list of
+    (label, classname, [impaths]); each list is shuffled and cut round(n*p_trn) / round(n*p_val) / rest."""
+    rng = rng or random.Random(1)
+    train, val, test = [], [], []
+    for label, name, images in groups:
+        images = list(images)
+        rng.shuffle(images)
+        n = len(images)
+        n_train, n_val = round(n * p_trn), round(n * p_val)
+        if n_train <= 0 or n_val <= 0 or n - n_train - n_val <= 0:
+            raise DataError(f"Class '{name}' has {n} image(s): too few to split {p_trn:.0%}/{p_val:.0%}/"
+                            f"{1 - p_trn - p_val:.0%} into train/val/test (at least one each). Add images.")
+        train += [Datum(im, label, classname=name) for im in images[:n_train]]
+        val += [Datum(im, label, classname=name) for im in images[n_train:n_train + n_val]]
+        test += [Datum(im, label, classname=name) for im in images[n_train + n_val:]]
+    return train, val, test
+
+
+def read_classnames(text_file):
+    """ImageNet's classnames.txt: ``<folder> <class name with spaces>`` per line -> OrderedDict."""
+    classnames = OrderedDict()
+    with open(text_file) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.strip().split(" ")
+            if not parts[0]:
+                continue
+            if len(parts) < 2:
+                raise DataError(f"{text_file}, line {n}: expected '<folder> <class name>', got {line.strip()!r}.")
+            classnames[parts[0]] = " ".join(parts[1:])
+    return classnames
+
+
+def find_classnames_file(dataset_dir, root):
+    """``<dataset_dir>/classnames.txt``, else the one in a sibling ``imagenet/`` folder; None if neither."""
+    for path in (os.path.join(dataset_dir, "classnames.txt"), os.path.join(root, "imagenet", "classnames.txt")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+# ---- a cached listing of class folders (ImageNet: 1.28 M files) ---------------------------
+INDEX_FORMAT = "e2mim-folder-index"
+INDEX_VERSION = 1
+
+
+def _folder_state(split_dir):
+    folders = list_class_folders(split_dir)
+    return folders, [os.stat(os.path.join(split_dir, f)).st_mtime_ns for f in folders]
+
+
+def index_class_folders(base_dir, splits, cache_path, progress=True):
+    """List ``base_dir/<split>/<class folder>/<files>`` for each split, sorted.
+
+    Returns {split: [(folder, [file names]), ...]}. The listing is cached as JSON in
+    ``cache_path`` (file names relative to their class folder, so the cache moves with the
+    data) and reused while every split has the same class folders with the same
+    modification times: a later run makes one stat per class folder, not one per file.
+    Adding or removing files in a class folder changes its mtime and rebuilds the index.
+    """
+    states = {s: _folder_state(os.path.join(base_dir, s)) for s in splits}
+    cached = None
+    if os.path.isfile(cache_path):
+        try:
+            data = read_json(cache_path)
+            if data.get("format") == INDEX_FORMAT and data.get("version") == INDEX_VERSION and all(
+                    data["splits"][s]["folders"] == states[s][0] and data["splits"][s]["mtime_ns"] == states[s][1]
+                    for s in splits):
+                cached = {s: list(zip(states[s][0], data["splits"][s]["files"])) for s in splits}
+        except (ValueError, KeyError, TypeError, OSError):
+            cached = None
+        if cached is None:
+            logger.info(f"The index {cache_path} is out of date; rebuilding it")
+    if cached is not None:
+        logger.info(f"Read the image index from {cache_path}")
+        return cached
+    from tqdm import tqdm
+    total = sum(len(states[s][0]) for s in splits)
+    out, payload = {}, {"format": INDEX_FORMAT, "version": INDEX_VERSION, "splits": {}}
+    with tqdm(total=total, desc=f"Indexing {base_dir} (first run only)", unit="folder",
+              disable=not progress) as bar:
+        for s in splits:
+            split_dir = os.path.join(base_dir, s)
+            folders, mtimes = states[s]
+            files = []
+            for folder in folders:
+                files.append(list_files(os.path.join(split_dir, folder)))
+                bar.update(1)
+            out[s] = list(zip(folders, files))
+            payload["splits"][s] = {"folders": folders, "mtime_ns": mtimes, "files": files}
+    try:
+        atomic_write(cache_path, lambda f: json.dump(payload, f, separators=(",", ":")))
+        logger.info(f"Saved the image index to {cache_path}")
+    except OSError as e:
+        logger.info(f"Could not save the image index to {cache_path} ({e}); it will be rebuilt next time")
+    return out
+
+
+def resolve_data_root(cfg, folder):
+    """The absolute DATASET.ROOT, or the error for a missing one (as BenchmarkDataset does)."""
+    root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT or ""))
+    if not cfg.DATASET.ROOT or not os.path.isdir(root):
+        raise DataError(f"The data root '{cfg.DATASET.ROOT}' is not a folder. Pass --root "
+                        f"(DATASET.ROOT) pointing to the folder that holds '{folder}/'.")
+    return root
+
+
+class ZooDataset(BenchmarkDataset):
+    """A benchmark whose items come from a CoOp split file when there is one, otherwise
+    from the dataset's own files (``make_split``), the split then being saved as CoOp does.
+
+    Subclasses set ``split_file``, ``image_subdir`` (the folder split paths are relative to;
+    "" = the dataset folder), ``required`` (paths under the dataset folder needed in any case)
+    and ``split_sources`` (paths needed only to make the split), and implement ``make_split``.
+    """
+
+    split_file = ""
+    image_subdir = ""
+    required = ()
+    split_sources = ()
+
+    def path(self, *parts):
+        return os.path.join(self.dataset_dir, *parts)
+
+    def require(self, *relpaths):
+        for rel in relpaths:
+            p = self.path(rel)
+            if not os.path.exists(p):
+                raise self.missing(p)
+
+    def load_splits(self, cfg):
+        self.image_dir = self.path(self.image_subdir) if self.image_subdir else self.dataset_dir
+        self.require(*self.required)
+        split_path = self.path(self.split_file) if self.split_file else ""
+        if split_path and os.path.exists(split_path):
+            logger.info(f"Reading split from {split_path}")
+            return read_split(split_path, self.image_dir)
+        absent = [self.path(p) for p in self.split_sources if not os.path.exists(self.path(p))]
+        if absent:
+            if split_path:
+                raise DataError(
+                    f"{type(self).__name__}: the split file {split_path} is missing, and so is {absent[0]}, "
+                    f"which is needed to make it. Put {self.split_file} there (source: {self.source}).")
+            raise self.missing(absent[0])
+        train, val, test = self.make_split(cfg)
+        if split_path:
+            save_generated_split(train, val, test, split_path, self.image_dir)
+        return train, val, test
+
+    def make_split(self, cfg):
+        raise NotImplementedError
+
+
+class TestOnlyDataset(BenchmarkDataset):
+    """An evaluation-only benchmark (the ImageNet variants): as in CoOp, train_x and test are
+    the same items, there is no val, and NUM_SHOTS / SUBSAMPLE_CLASSES do not apply."""
+
+    check_files = False
+
+    def __init__(self, cfg):
+        self.root = resolve_data_root(cfg, self.dataset_dir)
+        self.dataset_dir = os.path.join(self.root, self.dataset_dir)
+        if not os.path.isdir(self.dataset_dir):
+            raise self.missing(self.dataset_dir)
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        data = self.load_data(cfg)
+        if not data:
+            raise DataError(f"{type(self).__name__}: no images found under {self.dataset_dir}. "
+                            f"Expected layout: {self.layout}. Source: {self.source}.")
+        if cfg.DATASET.NUM_SHOTS >= 1 or str(cfg.DATASET.SUBSAMPLE_CLASSES).lower() != "all":
+            logger.info(f"{type(self).__name__} is test-only: DATASET.NUM_SHOTS and DATASET.SUBSAMPLE_CLASSES "
+                        f"are ignored (all items, all classes), as in CoOp")
+        DatasetBase.__init__(self, train_x=data, val=None, test=data)
+
+    def load_splits(self, cfg):
+        data = self.load_data(cfg)
+        return data, [], data
+
+    def load_data(self, cfg):
+        raise NotImplementedError
+
+    def classnames_map(self):
+        path = find_classnames_file(self.dataset_dir, self.root)
+        if path is None:
+            raise DataError(
+                f"{type(self).__name__}: expected {os.path.join(self.dataset_dir, 'classnames.txt')} (or "
+                f"{os.path.join(self.root, 'imagenet', 'classnames.txt')}) but neither exists. Copy ImageNet's "
+                f"classnames.txt next to the images; source: {CLASSNAMES_SOURCE}.")
+        return read_classnames(path)
+
+    def read_wnid_folders(self, image_dir, ignored=("README.txt",)):
+        """Sorted wnid folders, label = position, class name from classnames.txt (CoOp's rule)."""
+        if not os.path.isdir(image_dir):
+            raise self.missing(image_dir)
+        classnames = self.classnames_map()
+        folders = list_class_folders(image_dir, ignored=ignored)
+        unknown = [f for f in folders if f not in classnames]
+        if unknown:
+            raise DataError(f"{type(self).__name__}: the folder {os.path.join(image_dir, unknown[0])} is not a "
+                            f"class in classnames.txt ({len(unknown)} such folder(s)). Remove stray folders or "
+                            f"use ImageNet's classnames.txt ({CLASSNAMES_SOURCE}).")
+        items = []
+        for label, folder in enumerate(folders):
+            d = os.path.join(image_dir, folder)
+            names = list_files(d)
+            if not names:
+                raise DataError(f"{type(self).__name__}: the class folder {d} has no images. The archive may be "
+                                f"half-extracted: extract it again (source: {self.source}).")
+            prefix = d + os.sep
+            items += [Datum(prefix + n, label, classname=classnames[folder]) for n in names]
+        return items
