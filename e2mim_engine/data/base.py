@@ -122,27 +122,17 @@ def save_split(train, val, test, filepath, path_prefix):
 def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None, rng=None):
     """CoOp's split of a folder-per-class tree: per class shuffle, then round(n*p) items
     to train and val and the rest to test. Classes and images are listed sorted."""
-    rng = rng or random.Random(1)
     categories = [c for c in listdir_nohidden(image_dir) if c not in ignored]
-    p_tst = 1 - p_trn - p_val
-    logger.info(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
-    train, val, test = [], [], []
+    logger.info(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
+    groups = []
     for label, category in enumerate(categories):
-        category_dir = os.path.join(image_dir, category)
-        images = [os.path.join(category_dir, im) for im in listdir_nohidden(category_dir)]
-        rng.shuffle(images)
-        n_total = len(images)
-        n_train, n_val = round(n_total * p_trn), round(n_total * p_val)
-        n_test = n_total - n_train - n_val
-        if n_train <= 0 or n_val <= 0 or n_test <= 0:
-            raise DataError(f"Class folder {category_dir} has {n_total} image(s): too few to split "
-                            f"{p_trn:.0%}/{p_val:.0%}/{p_tst:.0%} into train/val/test (at least one each). "
-                            f"Add images or remove the folder.")
-        name = (new_cnames or {}).get(category, category)
-        train += [Datum(im, label, classname=name) for im in images[:n_train]]
-        val += [Datum(im, label, classname=name) for im in images[n_train:n_train + n_val]]
-        test += [Datum(im, label, classname=name) for im in images[n_train + n_val:]]
-    return train, val, test
+        folder = os.path.join(image_dir, category)
+        images = [os.path.join(folder, im) for im in listdir_nohidden(folder)]
+        if not images:
+            raise DataError(f"Class folder {folder} has no images (a half-extracted archive?). Re-extract "
+                            f"the dataset or remove the empty folder.")
+        groups.append((label, (new_cnames or {}).get(category, category), images))
+    return split_per_class(groups, p_trn, p_val, rng=rng)
 
 
 def generate_fewshot_dataset(*data_sources, num_shots=-1, rng=None, repeat=False):
@@ -382,8 +372,10 @@ def split_per_class(groups, p_trn=0.5, p_val=0.2, rng=None):
         n = len(images)
         n_train, n_val = round(n * p_trn), round(n * p_val)
         if n_train <= 0 or n_val <= 0 or n - n_train - n_val <= 0:
-            raise DataError(f"Class '{name}' has {n} image(s): too few to split {p_trn:.0%}/{p_val:.0%}/"
-                            f"{1 - p_trn - p_val:.0%} into train/val/test (at least one each). Add images.")
+            where = f" ({os.path.dirname(images[0])})" if images else ""
+            raise DataError(f"Class '{name}'{where} has {n} image(s): too few to split {p_trn:.0%}/{p_val:.0%}/"
+                            f"{1 - p_trn - p_val:.0%} into train/val/test (at least one each). Add images "
+                            f"or remove the class folder.")
         train += [Datum(im, label, classname=name) for im in images[:n_train]]
         val += [Datum(im, label, classname=name) for im in images[n_train:n_train + n_val]]
         test += [Datum(im, label, classname=name) for im in images[n_train + n_val:]]
