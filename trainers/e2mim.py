@@ -1,0 +1,334 @@
+"""E2MIM: hand-crafted and soft prompts as two views of the prediction, tied by a learnable
+mutual-information (MI) estimator; class-wise visual Mixup explores between classes.
+
+Our reading of the paper ("Generalizable Prompt Tuning for Vision-Language Models") is in
+docs/METHOD.md, with the config key behind every choice. The parts live elsewhere and are
+reusable: the MI estimator head in trainers/mi_estimators.py, the class-wise Mixup sampler
+and the Mixup arithmetic in e2mim_engine/data/mixup_sampler.py, the prompt learner and text
+encoder in trainers/prompting.py.
+
+One training step on a batch of B = 2m images [anchors..., partners...] (label(i_k) !=
+label(m + k), from ClassMixupBatchSampler):
+  v      = normalized frozen image features of the B clean images (no autograd)
+  v~     = features of the m mixed images: image level, the encoder's features of
+           lam*x_i + (1-lam)*x_j (one extra pass of m images, batched with the clean ones);
+           feature level, normalize(lam*v_i + (1-lam)*v_j)
+  t^s    = soft-prompt class features (ONE text-encoder pass serves clean and mixed logits)
+  t^h    = hand-crafted class features (computed once in build_model)
+  loss   = CE(tau v t^s, y) + MIX_WEIGHT * softCE(tau v~ t^s, lam y_i + (1-lam) y_j)
+           - MI_WEIGHT * I_phi(p^h; p^s)
+The critic phi ascends I_phi with unit weight (MI_WEIGHT scales only the gradient that
+reaches the prompt), so beta does not change how fast the critic learns.
+"""
+import torch
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from e2mim_engine.data import DataManager
+from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler, mix, mix_targets, sample_lambda
+from e2mim_engine.errors import ConfigError
+from e2mim_engine.optim import build_lr_scheduler, build_optimizer
+from e2mim_engine.trainer import TRAINER_REGISTRY
+from e2mim_engine.utils import epoch_seed, logger
+
+from .coop import PromptTrainer, compute_accuracy
+from .mi_estimators import MI_ESTIMATORS, build_mi_estimator
+from .prompting import encode_images, handcrafted_text_features
+from .templates import ENSEMBLE_TEMPLATES, TEMPLATE_SETS, dataset_template
+
+NODE = "TRAINER.E2MIM"
+CHOICES = {
+    "CONSISTENCY": ("mi", "cosine", "none"),
+    "MIX_LEVEL": ("image", "feature"),
+    "FEATURE_MIX_SPACE": ("normalized", "unnormalized"),
+    "EPOCH_BATCHES": ("dataset", "anchors"),
+    "MI_ON": ("both", "clean", "mixed"),
+    "MI_INPUT": ("prob", "log_prob"),
+    "MI_MARGINAL": ("all", "shuffle"),
+    "INFERENCE": ("soft", "ensemble"),
+}
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by ``scale`` on the way back."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+def soft_cross_entropy(logits, target):
+    """Mean over rows of -sum_c target_c log softmax(logits)_c (target rows sum to 1)."""
+    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def mixup_batch_sampler(cfg, items):
+    """The class-wise Mixup batch sampler for the training items (see mixup_sampler.py).
+    EPOCH_BATCHES "dataset": as many batches per epoch as Dassl's train loader of the same
+    batch size (which drops the last partial batch when a full one exists); "anchors":
+    every item is an anchor once per epoch (about twice as many batches)."""
+    labels = [d.label for d in items]
+    bs, n = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, len(labels)
+    num_batches = None
+    if str(cfg.TRAINER.E2MIM.EPOCH_BATCHES).lower() == "dataset":
+        num_batches = n // bs if n >= bs else 1
+    try:
+        return ClassMixupBatchSampler(labels, bs, seed=cfg.SEED if cfg.SEED >= 0 else None,
+                                      drop_last=True, num_batches=num_batches)
+    except ValueError as e:
+        raise ConfigError(f"{NODE}.MIXUP=True cannot build class-wise pairs: {e}") from None
+
+
+@TRAINER_REGISTRY.register()
+class E2MIM(PromptTrainer):
+    node = "E2MIM"
+
+    @classmethod
+    def extend_cfg(cls, cfg):
+        c = cfg.TRAINER.E2MIM = CN()
+        # Learnable view (CoOp's context keys).
+        c.N_CTX = 4
+        c.CTX_INIT = "a photo of a"
+        c.CSC = False
+        c.CLASS_TOKEN_POSITION = "end"
+        c.PREC = "fp16"
+        # Hand-crafted view: the dataset's template from a named set, optionally ensembled
+        # with CoOp's 7 ImageNet templates (ZeroshotCLIP2's set).
+        c.TEMPLATE_SET = "coop"
+        c.TEMPLATE_ENSEMBLE = False
+        # Consistency between the views: "mi" (E2MIM), "cosine" (KgCoOp-style ablation), "none".
+        c.CONSISTENCY = "mi"
+        c.MI_ESTIMATOR = "jsd"          # jsd | dv | infonce (trainers/mi_estimators.py)
+        c.MI_WEIGHT = 1.0               # beta
+        c.MI_HIDDEN = 512               # critic width
+        c.MI_LAYERS = 1                 # critic hidden layers
+        c.MI_MARGINAL = "all"           # jsd/dv marginal pairs: all off-diagonal pairs | shuffle
+        c.MI_BIAS_CORRECTION = False    # dv only: MINE's moving-average gradient correction
+        c.MI_INPUT = "prob"             # what the critic sees: prob | log_prob
+        c.MI_ON = "both"                # pairs from clean, mixed or both kinds of images
+        c.MI_LR = 0.0                   # critic learning rate; 0 means OPTIM.LR
+        c.COS_WEIGHT = 8.0              # CONSISTENCY=cosine: weight of 1 - mean cos(t^s, t^h)
+        # Class-wise visual Mixup.
+        c.MIXUP = True
+        c.MIXUP_ALPHA = 1.0             # lam ~ Beta(alpha, alpha)
+        c.MIX_LEVEL = "image"           # image | feature
+        c.FEATURE_MIX_SPACE = "normalized"  # feature level: mix normalized or raw features
+        c.MIX_PROB = 1.0                # probability that a step adds the mixed images
+        c.MIX_WEIGHT = 1.0              # weight of the soft-label CE on mixed images
+        c.EPOCH_BATCHES = "dataset"     # dataset: CoOp's batches per epoch; anchors: every image an anchor
+        # Inference: the soft prompt alone, or w * p^s + (1 - w) * p^h.
+        c.INFERENCE = "soft"
+        c.ENSEMBLE_WEIGHT = 0.5
+
+    # ---- start-up checks ---------------------------------------------------------------
+    def check_cfg(self, cfg):
+        c = cfg.TRAINER.E2MIM
+        # The string switches, lower-cased once (values are case-insensitive).
+        self.mode = {key: str(c[key]).lower() for key in CHOICES}
+        for key, valid in CHOICES.items():
+            if self.mode[key] not in valid:
+                raise ConfigError(f"Unknown {NODE}.{key}='{c[key]}'; valid: {', '.join(valid)}.")
+        if c.TEMPLATE_SET not in TEMPLATE_SETS:
+            raise ConfigError(f"Unknown {NODE}.TEMPLATE_SET='{c.TEMPLATE_SET}'; valid: {', '.join(TEMPLATE_SETS)}.")
+        mi = self.mode["CONSISTENCY"] == "mi"
+        self.estimator_name = str(c.MI_ESTIMATOR).strip().lower()
+        if mi and self.estimator_name not in MI_ESTIMATORS:
+            raise ConfigError(f"Unknown {NODE}.MI_ESTIMATOR='{c.MI_ESTIMATOR}'; valid: "
+                              f"{', '.join(sorted(MI_ESTIMATORS))}.")
+        for key in ("MI_WEIGHT", "COS_WEIGHT", "MIX_WEIGHT", "MI_LR"):
+            if not c[key] >= 0:
+                raise ConfigError(f"{NODE}.{key} must be >= 0; got {c[key]}.")
+        for key in ("MI_HIDDEN", "MI_LAYERS", "N_CTX"):
+            if int(c[key]) != c[key] or c[key] < 1:
+                raise ConfigError(f"{NODE}.{key} must be a positive integer; got {c[key]}.")
+        for key in ("MIX_PROB", "ENSEMBLE_WEIGHT"):
+            if not 0.0 <= c[key] <= 1.0:
+                raise ConfigError(f"{NODE}.{key} must lie in [0, 1]; got {c[key]}.")
+        if c.MIXUP and not 0 < c.MIXUP_ALPHA < float("inf"):
+            raise ConfigError(f"{NODE}.MIXUP_ALPHA must be a positive number (Beta(alpha, alpha)); "
+                              f"got {c.MIXUP_ALPHA}.")
+        bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+        if c.MIXUP and bs < 2:
+            raise ConfigError(f"{NODE}.MIXUP=True pairs every image with one of another class, so a batch "
+                              f"must hold at least one pair: DATALOADER.TRAIN_X.BATCH_SIZE must be >= 2 "
+                              f"(got {bs}). Raise it or set {NODE}.MIXUP False.")
+        if mi and bs < 2:
+            raise ConfigError(f"{NODE}.CONSISTENCY=mi needs marginal pairs (two images of a batch): "
+                              f"DATALOADER.TRAIN_X.BATCH_SIZE must be >= 2 (got {bs}).")
+
+    # ---- data --------------------------------------------------------------------------
+    def build_data_loader(self):
+        cfg = self.cfg
+        sampler_fn = (lambda items: mixup_batch_sampler(cfg, items)) if cfg.TRAINER.E2MIM.MIXUP else None
+        dm = DataManager(cfg, train_batch_sampler=sampler_fn,
+                         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
+        self.dm = dm
+        self.train_loader_x, self.val_loader, self.test_loader = dm.train_loader_x, dm.val_loader, dm.test_loader
+        self.num_classes, self.lab2cname, self.classnames = dm.num_classes, dm.lab2cname, dm.classnames
+
+    # ---- model -------------------------------------------------------------------------
+    def build_model(self):
+        super().build_model()  # frozen CLIP + prompt learner, registered as "prompt_learner"
+        cfg, c = self.cfg, self.cfg.TRAINER.E2MIM
+        templates = [dataset_template(cfg, self.dm.dataset, c.TEMPLATE_SET)]
+        if c.TEMPLATE_ENSEMBLE:
+            templates = ENSEMBLE_TEMPLATES + templates
+        self.templates = templates
+        # The hand-crafted view is frozen: encoded once for this run's class set.
+        with self.precision.autocast():
+            self.text_h = handcrafted_text_features(self.model.clip, self.classnames, templates,
+                                                    self.model.text_encoder)
+        self.consistency = self.mode["CONSISTENCY"]
+        self.critic = None
+        if self.consistency == "mi":
+            name = self.estimator_name
+            opts = {"marginal": self.mode["MI_MARGINAL"]} if name != "infonce" else {}
+            if name == "dv":
+                opts["bias_correction"] = c.MI_BIAS_CORRECTION
+            self.critic = build_mi_estimator(name, self.num_classes, hidden=c.MI_HIDDEN,
+                                             layers=c.MI_LAYERS, **opts).to(self.device)
+            optim_cfg = cfg.OPTIM.clone()
+            optim_cfg.defrost()
+            optim_cfg.LR = c.MI_LR if c.MI_LR > 0 else cfg.OPTIM.LR
+            optim = build_optimizer(self.critic, optim_cfg)
+            sched = build_lr_scheduler(optim, optim_cfg)
+            self.register_model("mi_estimator", self.critic, optim, sched)
+        logger.info(f"E2MIM: hand-crafted view {templates} ({len(self.classnames)} classes, encoded once); "
+                    f"consistency {self.consistency}"
+                    + (f" ({self.estimator_name}, beta {c.MI_WEIGHT}, critic {c.MI_LAYERS}x{c.MI_HIDDEN})"
+                       if self.critic is not None else "")
+                    + (f"; Mixup at {self.mode['MIX_LEVEL']} level, alpha {c.MIXUP_ALPHA}" if c.MIXUP else "; no Mixup")
+                    + f"; inference {self.mode['INFERENCE']}")
+        self._mix_gen = torch.Generator()
+        self._mix_gen.manual_seed(epoch_seed(max(cfg.SEED, 0), 0))
+        self._eval_text = None
+
+    def before_epoch(self):
+        super().before_epoch()
+        # Lambdas and MIX_PROB draws: a generator of our own, reseeded per epoch, so a resumed
+        # run draws what the uninterrupted run drew whatever the data pipeline consumed.
+        seed = self.cfg.SEED if self.cfg.SEED >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))
+        self._mix_gen.manual_seed(epoch_seed(seed, self.epoch) ^ 0x5EED)
+
+    # ---- training ----------------------------------------------------------------------
+    def _image_features(self, images):
+        """Normalized features (float32), and the raw ones when feature-level mixing wants them."""
+        if self.mode["MIX_LEVEL"] == "feature" and self.mode["FEATURE_MIX_SPACE"] == "unnormalized":
+            clip_model = self.model.clip
+            raw = clip_model.encode_image(images.type(clip_model.dtype)).float()
+            return F.normalize(raw, dim=-1), raw
+        feats = encode_images(self.model.clip, images)
+        return feats, feats
+
+    def forward_backward(self, batch):
+        c = self.cfg.TRAINER.E2MIM
+        image, label = self.parse_batch_train(batch)
+        B = image.shape[0]
+        m = B // 2
+        use_mix = bool(c.MIXUP) and m >= 1
+        if use_mix and c.MIX_PROB < 1.0:
+            use_mix = bool(torch.rand((), generator=self._mix_gen) < c.MIX_PROB)
+        if use_mix:
+            lam = sample_lambda(m, c.MIXUP_ALPHA, generator=self._mix_gen, device=self.device)
+            y_mix = mix_targets(label[:m], label[m:2 * m], lam, self.num_classes)
+
+        with torch.no_grad(), self.precision.autocast():
+            if use_mix and self.mode["MIX_LEVEL"] == "image":
+                # One encoder call for the B clean and the m mixed images.
+                x_mix = mix(image[:m], image[m:2 * m], lam)
+                v_all, _ = self._image_features(torch.cat([image, x_mix]))
+            else:
+                v_all, pre = self._image_features(image)
+                if use_mix:
+                    v_mix = F.normalize(mix(pre[:m], pre[m:2 * m], lam), dim=-1)
+                    v_all = torch.cat([v_all, v_mix])
+        with self.precision.autocast():
+            t_s = self.model.text_features()  # the step's only text-encoder pass
+        scale = self.model.logit_scale
+        logits_all = scale * v_all @ t_s.float().t()
+        logits = logits_all[:B]
+        loss_ce = F.cross_entropy(logits, label)
+        loss = loss_ce
+        summary = {}
+        if use_mix:
+            loss_mix = soft_cross_entropy(logits_all[B:], y_mix)
+            loss = loss + c.MIX_WEIGHT * loss_mix
+            summary["loss_mix"] = loss_mix.item()
+        loss_opt = loss_log = loss
+        if self.consistency == "mi":
+            mi = self._mi_term(v_all, logits_all, B, use_mix)
+            if mi is not None:
+                # Prompts get -beta * grad(I); the critic gets -grad(I) (see module docstring).
+                loss_opt = loss - mi
+                loss_log = loss - c.MI_WEIGHT * mi.detach()
+                summary["mi"] = mi.item()
+        elif self.consistency == "cosine":
+            loss_cos = 1.0 - (t_s.float() * self.text_h).sum(dim=-1).mean()
+            loss_opt = loss_log = loss + c.COS_WEIGHT * loss_cos
+            summary["loss_cos"] = loss_cos.item()
+        # A step without an MI term leaves the critic without gradients: step the prompt alone
+        # (GradScaler refuses an optimizer whose parameters got no gradient).
+        self.model_backward_and_update(loss_opt, None if "mi" in summary else ["prompt_learner"])
+        out = {"loss": loss_log.item(), "loss_ce": loss_ce.item()}
+        out.update(summary)
+        out["acc"] = compute_accuracy(logits, label)
+        return out
+
+    def _mi_term(self, v_all, logits_s_all, B, use_mix):
+        c = self.cfg.TRAINER.E2MIM
+        on = self.mode["MI_ON"]
+        if on == "clean" or not use_mix:
+            rows = slice(0, B)
+        elif on == "mixed":
+            rows = slice(B, None)
+        else:
+            rows = slice(0, None)
+        v = v_all[rows]
+        if v.shape[0] < 2:  # no marginal pair (e.g. a one-image training set)
+            return None
+        with torch.no_grad():
+            logits_h = self.model.logit_scale * v @ self.text_h.t()
+        logits_s = _ScaleGrad.apply(logits_s_all[rows], float(c.MI_WEIGHT))
+        if self.mode["MI_INPUT"] == "log_prob":
+            a, b = F.log_softmax(logits_h, dim=-1), F.log_softmax(logits_s, dim=-1)
+        else:
+            a, b = F.softmax(logits_h, dim=-1), F.softmax(logits_s, dim=-1)
+        return self.critic(a, b)
+
+    # ---- evaluation and checkpoints ----------------------------------------------------
+    def model_inference(self, image):
+        c = self.cfg.TRAINER.E2MIM
+        with self.precision.autocast():
+            if self._eval_text is None:
+                self._eval_text = self.model.text_features().float()
+            img = encode_images(self.model.clip, image)
+        scale = self.model.logit_scale
+        logits_s = scale * img @ self._eval_text.t()
+        if self.mode["INFERENCE"] == "soft":
+            return logits_s
+        w = c.ENSEMBLE_WEIGHT
+        p = w * logits_s.softmax(dim=-1) + (1 - w) * (scale * img @ self.text_h.t()).softmax(dim=-1)
+        return p.clamp_min(1e-12).log()  # log-probabilities: argmax as for logits
+
+    def load_model(self, directory, epoch=None, names=None):
+        # The critic is training-only and sized for the training classes: evaluation
+        # (also on new classes) loads the prompt alone. Resuming restores the critic too.
+        super().load_model(directory, epoch, names=names if names is not None else ["prompt_learner"])
+
+    def result_metadata(self):
+        c = self.cfg.TRAINER.E2MIM
+        meta = {"prompt_init": self.model.prompt_learner.prompt_prefix, "templates": self.templates,
+                "template_set": c.TEMPLATE_SET, "inference": self.mode["INFERENCE"],
+                "consistency": self.consistency, "mixup": bool(c.MIXUP)}
+        if self.mode["INFERENCE"] == "ensemble":
+            meta["ensemble_weight"] = c.ENSEMBLE_WEIGHT
+        if self.consistency == "mi":
+            meta["mi_estimator"] = self.estimator_name
+        if c.MIXUP:
+            meta["mix_level"] = self.mode["MIX_LEVEL"]
+        return meta
