@@ -190,15 +190,42 @@ def _run_merge(cfg, merge, source):
         raise ConfigError(f"Bad config in {source}: {e}") from None
 
 
+def _coerce_ints(cfg, other, prefix=""):
+    """Let an integer stand for a float key (``MI_WEIGHT 2``); yacs would reject the type."""
+    for k, v in other.items():
+        if k not in cfg:
+            continue  # yacs reports unknown keys itself
+        if isinstance(v, CN) and isinstance(cfg[k], CN):
+            _coerce_ints(cfg[k], v, f"{prefix}{k}.")
+        elif isinstance(cfg[k], float) and isinstance(v, int) and not isinstance(v, bool):
+            other[k] = float(v)
+
+
 def merge_from_file(cfg, path, what="config file"):
     if not os.path.isfile(path):
         raise ConfigError(f"The {what} {path} does not exist. Pass a yaml file under configs/ "
                           f"(e.g. configs/datasets/caltech101.yaml).")
-    _run_merge(cfg, lambda: cfg.merge_from_file(path), path)
+
+    def merge():
+        with open(path) as f:
+            other = cfg.load_cfg(f)
+        _coerce_ints(cfg, other)
+        cfg.merge_from_other_cfg(other)
+
+    _run_merge(cfg, merge, path)
 
 
 def merge_from_list(cfg, opts, source="the command line"):
     if len(opts) % 2:
         raise ConfigError(f"Trailing options on {source} must come in KEY VALUE pairs; got "
                           f"{len(opts)} items: {' '.join(map(str, opts))}.")
-    _run_merge(cfg, lambda: cfg.merge_from_list(list(opts)), source)
+    opts = list(opts)
+    for i in range(0, len(opts), 2):
+        node, *path = cfg, *str(opts[i]).split(".")
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, CN) else None
+        if isinstance(node, CN) and isinstance(node.get(path[-1]), float):
+            value = CN._decode_cfg_value(opts[i + 1])
+            if isinstance(value, int) and not isinstance(value, bool):
+                opts[i + 1] = float(value)
+    _run_merge(cfg, lambda: cfg.merge_from_list(opts), source)

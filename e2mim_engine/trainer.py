@@ -163,8 +163,13 @@ class TrainerBase:
     def resume_model_if_exist(self, directory):
         names = self.get_model_names()
         files = [read_checkpoint_file(os.path.join(directory, n)) for n in names]
-        if not names or any(f is None for f in files):
+        if not names or all(f is None for f in files):
             return 0
+        if any(f is None for f in files):
+            have = [n for n, f in zip(names, files) if f]
+            lack = [n for n, f in zip(names, files) if not f]
+            raise UserError(f"{directory} holds checkpoints for {have} but not for {lack}: it was written by a "
+                            f"run with other settings. Use a new --output-dir, or delete the folder to start over.")
         logger.info("*" * 60)
         logger.info(f"Found checkpoint at {directory} (will resume training)")
         logger.info("*" * 60)
@@ -205,6 +210,7 @@ class TrainerBase:
             ckpt = load_checkpoint(path)
             logger.info(f'Loading weights to {name} from "{path}" (epoch = {ckpt["epoch"]})')
             self._load_state(name, ckpt["state_dict"], path)
+            self.epoch = ckpt["epoch"] - 1  # so results.json names the epoch evaluated
 
     def _load_state(self, name, state_dict, path):
         # Buffers holding class-name token embeddings belong to the class set being

@@ -88,3 +88,12 @@ def test_each_trainer_declares_its_own_node():
     cfg = make_cfg()
     assert "COOP" in cfg.TRAINER and "ZSCLIP" in cfg.TRAINER
     assert TINY_CFG and DEMO_CFG
+
+
+def test_integer_accepted_for_float_key(tmp_path):
+    m = write(tmp_path, "m.yaml", "OPTIM:\n  LR: 1\n")
+    cfg = make_cfg("--config-file", m, "OPTIM.WEIGHT_DECAY", 0, "OPTIM.MOMENTUM", "1")
+    assert cfg.OPTIM.LR == 1.0 and isinstance(cfg.OPTIM.LR, float)
+    assert isinstance(cfg.OPTIM.WEIGHT_DECAY, float) and cfg.OPTIM.MOMENTUM == 1.0
+    with pytest.raises(ConfigError, match="Bad value|mismatch"):
+        make_cfg("OPTIM.LR", "fast")

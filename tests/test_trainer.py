@@ -97,6 +97,7 @@ def test_base_trained_prompt_evaluates_on_new_classes(demo_root, tmp_path):
     acc = new.test()
     res = json.load(open(tmp_path / "new" / "results.json"))
     assert res["subsample"] == "new" and res["num_classes"] == 5 and res["accuracy"] == acc
+    assert res["epoch"] == 2
     with pytest.raises(Exception, match="Model not found"):
         new.load_model(str(tmp_path / "base"), epoch=7)
 
