@@ -22,6 +22,7 @@ setup(
         "numpy",
         "pillow",
         "scipy",
+        "matplotlib",  # scripts/plots.py
     ],
     extras_require={"test": ["pytest>=7"]},
 )

@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "Creating virtual environment in .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import clip, torch, torchvision, yacs, e2mim_engine, pytest" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import clip, torch, torchvision, yacs, e2mim_engine, pytest, matplotlib" >/dev/null 2>&1; then
   echo "Installing the project and its dependencies into .venv (PyTorch is a large download the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test]"

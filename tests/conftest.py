@@ -3,7 +3,14 @@ small generated image folders in the real on-disk layouts. Nothing touches the n
 import os
 import sys
 
-import pytest
+# Tiny models on 2 cores: one intra-op thread is several times faster than two fighting
+# (and is inherited by the train.py subprocesses the tests start).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

@@ -2,6 +2,7 @@
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from e2mim_engine.errors import ConfigError
 from e2mim_engine.trainer import TRAINER_REGISTRY, TrainerBase
 
 from .clip_loader import load_clip
@@ -30,6 +31,10 @@ class PromptTrainer(TrainerBase):
 
     def build_prompt_learner(self, clip_model):
         c = self.cfg_node()
+        if c.CTX_INIT is not None and not isinstance(c.CTX_INIT, str):
+            raise ConfigError(f"TRAINER.{self.node}.CTX_INIT must be a string of initial words such as "
+                              f"\"a photo of a\" (or empty); got {c.CTX_INIT!r}. KgCoOp's CTX_INIT: True "
+                              f"is understood by the KgCoOp trainer only.")
         return PromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
                              csc=c.get("CSC", False),
                              class_token_position=c.get("CLASS_TOKEN_POSITION", "end")).to(self.device)

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# CoCoOp: Base-to-new, one job: evaluate the base-trained model on the new classes.
+# Usage: scripts/cocoop/base2new_test.sh [--data DIR] [--output DIR] DATASET SEED   (settings: scripts/lib/protocols.sh)
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
+main b2n_test "$@"

@@ -1,0 +1,224 @@
+# Shared body of the protocol scripts in scripts/<method>/ (sourced, never run directly).
+#
+# A script in scripts/<method>/ sources scripts/<method>/config.sh (TRAINER, its cfg per
+# protocol, ZERO_SHOT) through this file and calls one function below. Settings come from
+# the environment or from options before the positional arguments:
+#
+#   DATA       dataset root (required; or --data DIR)
+#   OUTPUT     output root (default: <repo>/output; or --output DIR)
+#   DATASETS   base-to-new / few-shot datasets (default: the 11 benchmarks; or --datasets "a b")
+#   XD_DATASETS, DG_DATASETS   cross-dataset targets / ImageNet variants
+#   XD_SOURCE  the cross-dataset training set (default: imagenet)
+#   SEEDS      default "1 2 3" (or --seeds "1 2 3");  SHOTS (default 16);  SHOTS_LIST "1 2 4 8 16"
+#   CFG        one trainer cfg (configs/trainers/<Trainer>/<CFG>.yaml) for every protocol (or --cfg)
+#   BACKBONE   passed as --backbone (e.g. random:tiny);  OPTS   extra "KEY VALUE ..." pairs
+#   LOADEP     epoch evaluated by the test scripts (default: OPTIM.MAX_EPOCH of OPTS or the cfg)
+#   PYTHON     interpreter (default: <repo>/.venv/bin/python if present, else python)
+#   KEEP_GOING=1  a whole-protocol script goes on after a failed job (and fails at the end)
+#
+# A job whose folder holds results.json is skipped; a folder without it (an interrupted
+# run) is run again with the same command, which resumes from its last checkpoint.
+# Output tree (DESIGN §2):
+#   base2new/{train_base,test_new}/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>
+#   <source>/<Trainer>/<cfg>_<K>shots/seed<S>   evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S>
+#   fewshot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>   (zero-shot CLIP: shots_0)
+set -euo pipefail
+
+METHOD_DIR=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ZERO_SHOT=0
+TRAINER_OPTS=""
+# shellcheck source=/dev/null
+source "$METHOD_DIR/config.sh"
+
+DATA=${DATA:-}
+OUTPUT=${OUTPUT:-$REPO/output}
+DATASETS=${DATASETS:-imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}
+XD_DATASETS=${XD_DATASETS:-caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}
+DG_DATASETS=${DG_DATASETS:-imagenetv2 imagenet_sketch imagenet_a imagenet_r}
+XD_SOURCE=${XD_SOURCE:-imagenet}
+SEEDS=${SEEDS:-1 2 3}
+SHOTS=${SHOTS:-16}
+SHOTS_LIST=${SHOTS_LIST:-1 2 4 8 16}
+OPTS=${OPTS:-}
+BACKBONE=${BACKBONE:-}
+KEEP_GOING=${KEEP_GOING:-0}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python; fi
+fi
+if [ -n "${CFG:-}" ]; then CFG_B2N=$CFG; CFG_XD=$CFG; CFG_FS=$CFG; fi
+FAILED=()
+
+die() { echo "error: $*" >&2; exit 2; }
+
+# Options before the positional arguments; the rest is left in ARGS.
+parse_options() {
+  ARGS=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --data|--root) DATA=$2; shift 2 ;;
+      --output) OUTPUT=$2; shift 2 ;;
+      --datasets) DATASETS=$2; shift 2 ;;
+      --seeds) SEEDS=$2; shift 2 ;;
+      --shots) SHOTS_LIST=$2; shift 2 ;;
+      --cfg) CFG_B2N=$2; CFG_XD=$2; CFG_FS=$2; shift 2 ;;
+      -h|--help) sed -n '2,/^set -euo/p' "$REPO/scripts/lib/protocols.sh" | sed '$d'; exit 0 ;;
+      *) ARGS+=("$1"); shift ;;
+    esac
+  done
+  [ -n "$DATA" ] || die "no dataset root: set DATA=/path/to/datasets or pass --data /path/to/datasets"
+  [ -d "$DATA" ] || die "the dataset root $DATA does not exist"
+  DATA=$(cd "$DATA" && pwd)
+  mkdir -p "$OUTPUT"
+  OUTPUT=$(cd "$OUTPUT" && pwd)
+}
+
+need() {  # need N "usage" ARGS...
+  local n=$1 usage=$2; shift 2
+  [ $# -eq "$n" ] || die "usage: $(basename "$0") [--data DIR] [--output DIR] $usage"
+}
+
+cfg_file() { echo "$REPO/configs/trainers/$TRAINER/$1.yaml"; }
+dataset_file() {
+  local f="$REPO/configs/datasets/$1.yaml"
+  [ -f "$f" ] || die "no dataset config $f (dataset names are the yaml names in configs/datasets/)"
+  echo "$f"
+}
+
+# The epoch a test script loads: LOADEP, else OPTIM.MAX_EPOCH from OPTS, else from the cfg yaml.
+load_epoch() {
+  if [ -n "${LOADEP:-}" ]; then echo "$LOADEP"; return; fi
+  local ep
+  ep=$(echo " $TRAINER_OPTS $OPTS " | sed -n 's/.* OPTIM\.MAX_EPOCH \([0-9][0-9]*\) .*/\1/p')
+  if [ -z "$ep" ]; then
+    ep=$(awk '/^OPTIM:/ {f=1; next} /^[^ #]/ {f=0} f && $1 == "MAX_EPOCH:" {print $2}' "$(cfg_file "$1")")
+  fi
+  [ -n "$ep" ] || die "cannot tell OPTIM.MAX_EPOCH of $(cfg_file "$1"); set LOADEP"
+  echo "$ep"
+}
+
+# run_job DIR ARGS...: train.py with ARGS unless DIR already holds a result.
+run_job() {
+  local dir=$1; shift
+  if [ -f "$dir/results.json" ]; then
+    echo "Results are available in $dir. Skip this job"
+    return 0
+  fi
+  if [ -d "$dir" ]; then
+    echo "Resume the unfinished job in $dir"
+  else
+    echo "Run this job and save the output to $dir"
+  fi
+  # shellcheck disable=SC2086
+  if ! (cd "$REPO" && "$PYTHON" train.py "$@" $TRAINER_OPTS $OPTS); then
+    echo "FAILED: $dir" >&2
+    FAILED+=("$dir")
+    [ "$KEEP_GOING" = 1 ] || exit 1
+  fi
+}
+
+common_args() {  # DATASET SEED CFG DIR
+  local a=(--root "$DATA" --seed "$2" --trainer "$TRAINER" --dataset-config-file "$(dataset_file "$1")"
+           --config-file "$(cfg_file "$3")" --output-dir "$4")
+  [ -z "$BACKBONE" ] || a+=(--backbone "$BACKBONE")
+  printf '%s\0' "${a[@]}"
+}
+
+train_or_eval() {  # DIR DATASET SEED CFG [KEY VALUE ...]: train (or, zero-shot, evaluate)
+  local dir=$1 dataset=$2 seed=$3 cfg=$4; shift 4
+  local args=(); while IFS= read -r -d '' x; do args+=("$x"); done < <(common_args "$dataset" "$seed" "$cfg" "$dir")
+  [ -f "$(cfg_file "$cfg")" ] || die "no trainer config $(cfg_file "$cfg")"
+  if [ "$ZERO_SHOT" = 1 ]; then args+=(--eval-only); fi
+  run_job "$dir" "${args[@]}" "$@"
+}
+
+eval_model() {  # DIR DATASET SEED CFG MODEL_DIR [KEY VALUE ...]: evaluate a trained model
+  local dir=$1 dataset=$2 seed=$3 cfg=$4 model_dir=$5; shift 5
+  local args=(); while IFS= read -r -d '' x; do args+=("$x"); done < <(common_args "$dataset" "$seed" "$cfg" "$dir")
+  if [ "$ZERO_SHOT" = 1 ]; then
+    run_job "$dir" "${args[@]}" --eval-only "$@"
+    return
+  fi
+  if [ ! -f "$model_dir/results.json" ] && [ "$KEEP_GOING" != 1 ]; then
+    die "the model to evaluate has not finished training: $model_dir (run the train script first)"
+  fi
+  run_job "$dir" "${args[@]}" --model-dir "$model_dir" --load-epoch "$(load_epoch "$cfg")" --eval-only "$@"
+}
+
+b2n_dir() { echo "$OUTPUT/base2new/$1/$2/shots_$SHOTS/$TRAINER/$CFG_B2N/seed$3"; }  # PHASE DATASET SEED
+xd_dir() { echo "$OUTPUT/$XD_SOURCE/$TRAINER/${CFG_XD}_${SHOTS}shots/seed$1"; }        # SEED
+eval_dir() { echo "$OUTPUT/evaluation/$TRAINER/${CFG_XD}_${SHOTS}shots/$1/seed$2"; }   # DATASET SEED
+
+# ---- one job ---------------------------------------------------------------------------
+b2n_train() {  # DATASET SEED
+  need 2 "DATASET SEED" "$@"
+  train_or_eval "$(b2n_dir train_base "$1" "$2")" "$1" "$2" "$CFG_B2N" \
+    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base
+}
+
+b2n_test() {  # DATASET SEED
+  need 2 "DATASET SEED" "$@"
+  eval_model "$(b2n_dir test_new "$1" "$2")" "$1" "$2" "$CFG_B2N" "$(b2n_dir train_base "$1" "$2")" \
+    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new
+}
+
+xd_train() {  # SEED
+  need 1 "SEED" "$@"
+  train_or_eval "$(xd_dir "$1")" "$XD_SOURCE" "$1" "$CFG_XD" DATASET.NUM_SHOTS "$SHOTS"
+}
+
+xd_test() {  # DATASET SEED
+  need 2 "DATASET SEED" "$@"
+  eval_model "$(eval_dir "$1" "$2")" "$1" "$2" "$CFG_XD" "$(xd_dir "$2")"
+}
+
+fewshot_job() {  # DATASET SHOTS SEED (zero-shot CLIP: SHOTS 0, evaluation only)
+  need 3 "DATASET SHOTS SEED" "$@"
+  local k=$2 extra=()
+  [ "$ZERO_SHOT" = 1 ] && k=0
+  [ "$k" = 0 ] || extra=(DATASET.NUM_SHOTS "$k")
+  train_or_eval "$OUTPUT/fewshot/$1/shots_$k/$TRAINER/$CFG_FS/seed$3" "$1" "$3" "$CFG_FS" ${extra[@]+"${extra[@]}"}
+}
+
+# ---- whole protocols ---------------------------------------------------------------------
+finish() {
+  if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "${#FAILED[@]} job(s) failed:" >&2
+    printf '  %s\n' "${FAILED[@]}" >&2
+    exit 1
+  fi
+  echo "Done. Tables: $PYTHON $REPO/scripts/parse_results.py $OUTPUT"
+}
+
+base2new_all() {
+  need 0 "" "$@"
+  for d in $DATASETS; do for s in $SEEDS; do b2n_train "$d" "$s"; b2n_test "$d" "$s"; done; done
+  finish
+}
+
+xd_all() {  # cross-dataset: train on XD_SOURCE, evaluate on XD_DATASETS
+  need 0 "" "$@"
+  for s in $SEEDS; do xd_train "$s"; for d in $XD_DATASETS; do xd_test "$d" "$s"; done; done
+  finish
+}
+
+dg_all() {  # domain generalization: the XD_SOURCE model (trained if needed) on DG_DATASETS
+  need 0 "" "$@"
+  for s in $SEEDS; do xd_train "$s"; for d in $DG_DATASETS; do xd_test "$d" "$s"; done; done
+  finish
+}
+
+fewshot_all() {
+  need 0 "" "$@"
+  local shots=$SHOTS_LIST
+  [ "$ZERO_SHOT" = 1 ] && shots=0
+  for d in $DATASETS; do for k in $shots; do for s in $SEEDS; do fewshot_job "$d" "$k" "$s"; done; done; done
+  finish
+}
+
+# Entry point of every script: main FUNCTION "$@"
+main() {
+  local fn=$1; shift
+  parse_options "$@"
+  "$fn" "${ARGS[@]+"${ARGS[@]}"}"
+}
