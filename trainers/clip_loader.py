@@ -40,6 +40,14 @@ CLIP_SPECS = {
                      transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
 RANDOM_PREFIX = "random:"
+# Backbones made on this machine rather than downloaded: name -> function returning the
+# weight file's path (building it first if needed). Registered by the code that makes them
+# (datasets/compworld.py registers the tiny CLIP pretrained on the compositional world).
+LOCAL_BACKBONES = {}
+
+
+def register_local_backbone(name, path_fn):
+    LOCAL_BACKBONES[name] = path_fn
 
 
 def clip_cache_dir(cfg_dir=""):
@@ -125,6 +133,10 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
     if backbone.startswith(RANDOM_PREFIX):
         model = build_random_clip(backbone[len(RANDOM_PREFIX):])
         logger.info(f"Building a RANDOMLY INITIALISED CLIP ({backbone}): numbers are not meaningful")
+    elif backbone in LOCAL_BACKBONES:
+        path = LOCAL_BACKBONES[backbone]()
+        logger.info(f"Loading CLIP ({backbone}) from {path}")
+        model = _load_file(path)
     elif backbone in clip.available_models():
         path = resolve_weight_file(backbone, cache_dir)
         logger.info(f"Loading CLIP ({backbone}) from {path}")
@@ -135,7 +147,8 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
     else:
         raise WeightsError(
             f"MODEL.BACKBONE.NAME='{backbone}' is neither a CLIP name ({', '.join(clip.available_models())}), "
-            f"nor an existing weight file, nor random:<shape> ({', '.join(CLIP_SPECS)}).")
+            f"nor a locally built one ({', '.join(LOCAL_BACKBONES) or 'none registered'}), nor an existing "
+            f"weight file, nor random:<shape> ({', '.join(CLIP_SPECS)}).")
     res = model.visual.input_resolution
     if input_size is not None and tuple(input_size) != (res, res):
         raise ConfigError(f"INPUT.SIZE {tuple(input_size)} does not match the CLIP image resolution "

@@ -1,0 +1,96 @@
+"""CompWorld: a procedurally generated world where base-to-new generalization is real.
+
+Classes are colour x shape pairs ("red circle"); size and background vary within a class.
+A tiny CLIP (backbone name ``compworld-tiny``) is pretrained on CPU on image/caption pairs
+of 40 of the 64 pairs (scripts/pretrain_tiny_clip.py; built once, cached in ~/.cache/e2mim).
+The dataset has 48 classes in label order [24 base | 24 new], so DATASET.SUBSAMPLE_CLASSES
+base/new picks exactly these halves:
+- base: 24 pairs seen in pretraining, each colour and each shape 3 times;
+- new:  the 24 pairs never seen together in pretraining, each made of a colour and a shape
+        that both were seen: zero-shot transfer to new compositions.
+Images are rendered with dataset seed 0 (pretraining renders its own with seeds >= 10000),
+40 per class, split 50/20/30 per class as CoOp does; everything is written on first use.
+"""
+import importlib.util
+import os
+import random
+import shutil
+import sys
+import tempfile
+
+from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_split, save_split, split_per_class
+from e2mim_engine.utils import logger
+from trainers.clip_loader import register_local_backbone
+
+from . import compworld_render as cw
+
+IMAGES_PER_CLASS = 40
+IMAGE_SIZE = 64
+RENDER_SEED = 0
+WORLD_SEED = 0   # the seed of the base/new split of pretraining (and of the tiny CLIP)
+
+
+def world_classes(seed=WORLD_SEED):
+    """([24 base (colour, shape)], [24 new]) in label order."""
+    seen, unseen = cw.base_new_split(seed)
+    # Of the 40 pretraining pairs keep the 24 on the next three Latin-square levels after the
+    # held-out ones: every colour and every shape appears exactly 3 times in base and in new.
+    levels = cw.latin_levels(seed)
+    n_new = len(unseen) // 8
+    base = [c for c in seen if levels[c] < 2 * n_new]
+    return base, unseen
+
+
+def _pretrain_module():
+    """scripts/pretrain_tiny_clip.py, imported by path (scripts/ is not a package)."""
+    name = "_e2mim_pretrain_tiny_clip"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                            "pretrain_tiny_clip.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+register_local_backbone("compworld-tiny", lambda: _pretrain_module().ensure_tiny_clip(seed=WORLD_SEED))
+
+
+def generate(dataset_dir):
+    """Render the images and write the split file, atomically (temp folder renamed at the end)."""
+    parent = os.path.dirname(dataset_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".compworld-")
+    try:
+        base, new = world_classes()
+        classes = base + new
+        image_dir = os.path.join(tmp, "images")
+        written = cw.write_image_folder(image_dir, classes, IMAGES_PER_CLASS, size=IMAGE_SIZE, seed=RENDER_SEED)
+        by_class = {}
+        for path, name in written:
+            by_class.setdefault(name, []).append(path)
+        groups = [(label, cw.class_name(c), sorted(by_class[cw.class_name(c)])) for label, c in enumerate(classes)]
+        train, val, test = split_per_class(groups, 0.5, 0.2, rng=random.Random(1))
+        save_split(train, val, test, os.path.join(tmp, "split_compworld.json"), image_dir)
+        os.replace(tmp, dataset_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@DATASET_REGISTRY.register()
+class CompWorld(BenchmarkDataset):
+    dataset_dir = "compworld"
+    template = "a photo of a {}."
+    generated = True
+    layout = "compworld/images/<colour>_<shape>/<i>.png and compworld/split_compworld.json (generated)"
+    source = "generated locally by datasets/compworld.py on first use"
+
+    def prepare(self, cfg):
+        if not os.path.isdir(self.dataset_dir):
+            logger.info(f"Generating CompWorld in {self.dataset_dir}")
+            generate(self.dataset_dir)
+
+    def load_splits(self, cfg):
+        self.image_dir = os.path.join(self.dataset_dir, "images")
+        return read_split(os.path.join(self.dataset_dir, "split_compworld.json"), self.image_dir)
