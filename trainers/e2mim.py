@@ -111,7 +111,11 @@ class E2MIM(PromptTrainer):
         c.MI_BIAS_CORRECTION = False    # dv only: MINE's moving-average gradient correction
         c.MI_INPUT = "prob"             # what the critic sees: prob | log_prob
         c.MI_ON = "both"                # pairs from clean, mixed or both kinds of images
-        c.MI_LR = 0.0                   # critic learning rate; 0 means OPTIM.LR
+        # The critic is a freshly initialised MLP: with the prompt's SGD at lr 0.002 it does
+        # not leave its initial estimate (-2 log 2 for jsd) in a few hundred steps, so it gets
+        # its own optimizer. MI_OPTIM "" means OPTIM.NAME; MI_LR 0 means OPTIM.LR.
+        c.MI_OPTIM = "adam"
+        c.MI_LR = 1e-3
         c.COS_WEIGHT = 8.0              # CONSISTENCY=cosine: weight of 1 - mean cos(t^s, t^h)
         # Class-wise visual Mixup.
         c.MIXUP = True
@@ -195,6 +199,7 @@ class E2MIM(PromptTrainer):
             optim_cfg = cfg.OPTIM.clone()
             optim_cfg.defrost()
             optim_cfg.LR = c.MI_LR if c.MI_LR > 0 else cfg.OPTIM.LR
+            optim_cfg.NAME = c.MI_OPTIM or cfg.OPTIM.NAME
             optim = build_optimizer(self.critic, optim_cfg)
             sched = build_lr_scheduler(optim, optim_cfg)
             self.register_model("mi_estimator", self.critic, optim, sched)
