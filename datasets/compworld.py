@@ -14,12 +14,10 @@ Images are rendered with dataset seed 0 (pretraining renders its own with seeds 
 import importlib.util
 import os
 import random
-import shutil
 import sys
-import tempfile
 
 from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_split, save_split, split_per_class
-from e2mim_engine.utils import logger
+from e2mim_engine.utils import atomic_folder, logger
 from trainers.clip_loader import register_local_backbone
 
 from . import compworld_render as cw
@@ -58,10 +56,7 @@ register_local_backbone("compworld-tiny", lambda: _pretrain_module().ensure_tiny
 
 def generate(dataset_dir):
     """Render the images and write the split file, atomically (temp folder renamed at the end)."""
-    parent = os.path.dirname(dataset_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".compworld-")
-    try:
+    with atomic_folder(dataset_dir) as tmp:
         base, new = world_classes()
         classes = base + new
         image_dir = os.path.join(tmp, "images")
@@ -72,10 +67,6 @@ def generate(dataset_dir):
         groups = [(label, cw.class_name(c), sorted(by_class[cw.class_name(c)])) for label, c in enumerate(classes)]
         train, val, test = split_per_class(groups, 0.5, 0.2, rng=random.Random(1))
         save_split(train, val, test, os.path.join(tmp, "split_compworld.json"), image_dir)
-        os.replace(tmp, dataset_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @DATASET_REGISTRY.register()

@@ -3,13 +3,11 @@ as coloured shapes with noise, in the same folder-per-class layout and split-fil
 as the benchmarks. It exists so the pipeline can be run and tested anywhere."""
 import os
 import random
-import shutil
-import tempfile
 
 from PIL import Image, ImageDraw, ImageFilter
 
 from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_and_split_data, read_split, save_split
-from e2mim_engine.utils import logger
+from e2mim_engine.utils import atomic_folder, logger
 
 # class name -> (base colour, shape)
 CLASSES = {
@@ -57,20 +55,13 @@ def _draw(colour, shape, rng):
 
 def generate(dataset_dir, seed=0):
     """Write <dataset_dir>/images/<class>/<i>.jpg, atomically (a temp folder renamed at the end)."""
-    parent = os.path.dirname(dataset_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".demo-")
-    try:
+    with atomic_folder(dataset_dir) as tmp:
         rng = random.Random(seed)
         for name, (colour, shape) in CLASSES.items():
             folder = os.path.join(tmp, "images", name)
             os.makedirs(folder)
             for i in range(IMAGES_PER_CLASS):
                 _draw(colour, shape, rng).save(os.path.join(folder, f"{name}_{i:03d}.jpg"), quality=90)
-        os.replace(tmp, dataset_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @DATASET_REGISTRY.register()

@@ -1,8 +1,10 @@
 """Logging, seeding, meters and crash-safe file writes."""
+import contextlib
 import json
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -94,6 +96,21 @@ def atomic_write(path, write_fn, mode="w"):
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temp folder next to ``path`` and rename it to ``path`` on success (removed on
+    failure): a generated dataset is either complete or absent, never half-written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(path) + "-")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
