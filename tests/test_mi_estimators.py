@@ -3,15 +3,9 @@
 import contextlib
 import functools
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from trainers.mi_estimators import (  # noqa: E402
     MI_ESTIMATORS,

@@ -2,17 +2,11 @@
 
 import math
 import random
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from e2mim_engine.data.mixup_sampler import (  # noqa: E402
     ClassMixupBatchSampler,
