@@ -1,9 +1,8 @@
-"""CoOp-compatible entry point: python train.py --root DATA --trainer CoOp ... [KEY VALUE ...]"""
+"""CoOp-compatible entry point: python train.py --root DATA --trainer CoOp ... [KEY VALUE ...]
+(the same command as ``e2mim-train``; the project must be installed: scripts/setup_env.sh)."""
 import sys
 
-import datasets  # noqa: F401  (registers the dataset zoo)
-import trainers  # noqa: F401  (registers every method and its config node)
-from e2mim_engine.cli import main
+from e2mim_tools.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

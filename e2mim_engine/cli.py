@@ -8,7 +8,8 @@ from .config import get_cfg_default, merge_from_file, merge_from_list
 from .data import DATASET_REGISTRY
 from .errors import UserError
 from .trainer import TRAINER_REGISTRY, build_trainer
-from .utils import logger, set_random_seed, setup_logger
+from .seeding import set_random_seed
+from .utils import logger, setup_logger
 
 
 def build_parser():

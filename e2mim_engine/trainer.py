@@ -15,13 +15,14 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import (learnable_state_dict, load_checkpoint, read_checkpoint_file, save_checkpoint)
-from .data import DataManager
+from .data.data_manager import DataManager
 from .device import resolve_precision, select_device
 from .errors import UserError
 from .evaluation import build_evaluator
 from .optim import build_lr_scheduler, build_optimizer
 from .registry import Registry
-from .utils import AverageMeter, MetricMeter, epoch_seed, logger, set_random_seed, write_json
+from .seeding import epoch_seed, set_random_seed
+from .utils import AverageMeter, MetricMeter, logger, write_json
 
 TRAINER_REGISTRY = Registry("trainer")
 

@@ -1,17 +1,14 @@
-"""Logging, seeding, meters and crash-safe file writes."""
+"""Logging, meters and crash-safe file writes (no torch: the dataset layer imports this)."""
 import contextlib
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import tempfile
 import time
 from collections import defaultdict
 
-import numpy as np
-import torch
 
 logger = logging.getLogger("e2mim")
 
@@ -43,25 +40,13 @@ def setup_logger(output_dir=None):
     return path
 
 
-def set_random_seed(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed, epoch):
-    """The seed every RNG gets at the start of an epoch: a resumed run redraws exactly
-    the batches and augmentations the uninterrupted run drew for that epoch."""
-    return (int(seed) * 1_000_003 + int(epoch) * 7919) % 2**31
-
-
 class AverageMeter:
     def __init__(self):
         self.val = self.avg = self.sum = 0.0
         self.count = 0
 
     def update(self, val, n=1):
-        if isinstance(val, torch.Tensor):
+        if hasattr(val, "item"):  # a 0-d tensor or NumPy scalar
             val = val.item()
         self.val = val
         self.sum += val * n

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the project with its dependencies into it.
-# Idempotent: a second run only checks that the install is complete.
+# Create .venv (if missing) and install the project with its dependencies into it, at the
+# versions pinned in constraints.txt. Idempotent: the install is redone only when setup.py or
+# constraints.txt changed since the last one (or it is incomplete).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -8,8 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "Creating virtual environment in .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import clip, torch, torchvision, yacs, e2mim_engine, pytest, matplotlib" >/dev/null 2>&1; then
-  echo "Installing the project and its dependencies into .venv (PyTorch is a large download the first time)"
+STAMP=.venv/.e2mim-install-stamp
+WANT=$(cat setup.py constraints.txt | "$PY" -c "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())")
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || \
+   ! .venv/bin/python -c "import clip, torch, torchvision, yacs, e2mim_engine, e2mim_trainers, pytest, matplotlib" >/dev/null 2>&1; then
+  echo "Installing the project and its pinned dependencies into .venv (PyTorch is a large download the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  echo "$WANT" > "$STAMP"
 fi

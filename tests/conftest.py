@@ -1,7 +1,6 @@
-"""Shared fixtures: the repo root on sys.path, config building as train.py does it, and
+"""Shared fixtures: config building as train.py does it, and
 small generated image folders in the real on-disk layouts. Nothing touches the network."""
 import os
-import sys
 
 # Tiny models on 2 cores: one intra-op thread is several times faster than two fighting
 # (and is inherited by the train.py subprocesses the tests start).
@@ -13,11 +12,9 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import datasets  # noqa: E402,F401
-import trainers  # noqa: E402,F401
+import e2mim_datasets  # noqa: E402,F401  (registers the dataset zoo)
+import e2mim_trainers  # noqa: E402,F401  (registers every method)
 from e2mim_engine.cli import build_parser, setup_cfg  # noqa: E402
 
 TINY_CFG = os.path.join(ROOT, "configs", "trainers", "CoOp", "demo_tiny.yaml")
@@ -33,7 +30,7 @@ def make_cfg(*argv):
 def demo_root(tmp_path_factory):
     """A data root holding the generated demo dataset (generated once per session)."""
     root = tmp_path_factory.mktemp("data")
-    from datasets.demo import generate
+    from e2mim_datasets.demo import generate
     generate(str(root / "demo"))
     return str(root)
 

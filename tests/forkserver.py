@@ -38,7 +38,6 @@ def _child(req, fds):
         os.environ.clear()
         os.environ.update(req["env"])
         sys.argv = list(req["argv"])
-        sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
         import torch
         # One thread per job: for the tiny test models on a small shared machine, two
         # threads are several times slower than one.
@@ -59,9 +58,8 @@ def _child(req, fds):
 
 
 def serve(path):
-    sys.path.insert(0, ROOT)
-    import datasets  # noqa: F401  (the slow imports, once)
-    import trainers  # noqa: F401
+    import e2mim_datasets  # noqa: F401  (the slow imports, once)
+    import e2mim_trainers  # noqa: F401
     from e2mim_engine import cli  # noqa: F401
     import sklearn.metrics  # noqa: F401  (imported lazily by the evaluator and the trainer)
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401

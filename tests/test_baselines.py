@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from conftest import DEMO_CFG, ROOT, make_cfg
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.trainer import build_trainer
-from e2mim_engine.utils import set_random_seed
-from trainers.kgcoop import resolve_kgcoop_settings
-from trainers.prompting import clip
+from e2mim_engine.seeding import set_random_seed
+from e2mim_trainers.kgcoop import resolve_kgcoop_settings
+from e2mim_clip.prompting import clip
 
 COCOOP_TINY = os.path.join(ROOT, "configs", "trainers", "CoCoOp", "demo_tiny.yaml")
 KGCOOP_TINY = os.path.join(ROOT, "configs", "trainers", "KgCoOp", "demo_tiny.yaml")

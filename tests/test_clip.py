@@ -7,9 +7,9 @@ import torch
 
 from e2mim_engine.device import resolve_precision
 from e2mim_engine.errors import ConfigError, WeightsError
-from trainers import clip_loader
-from trainers.clip_loader import build_random_clip, load_clip
-from trainers.prompting import PromptLearner, TextEncoder, handcrafted_text_features, tokenize
+from e2mim_clip import loader as clip_loader
+from e2mim_clip.loader import build_random_clip, load_clip
+from e2mim_clip.prompting import PromptLearner, TextEncoder, handcrafted_text_features, tokenize
 
 CPU = torch.device("cpu")
 
@@ -133,7 +133,7 @@ def test_no_cuda_calls_in_code():
     import io
     import tokenize as tk
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for folder in ("e2mim_engine", "trainers", "datasets", "scripts"):
+    for folder in ("e2mim_engine", "e2mim_clip", "e2mim_tools", "trainers", "datasets"):
         for dirpath, _, files in os.walk(os.path.join(root, folder)):
             for f in files:
                 if not f.endswith(".py"):

@@ -7,10 +7,10 @@ import os
 import pytest
 
 from conftest import make_cfg
-from datasets import compworld_render as cw
-from datasets.compworld import IMAGES_PER_CLASS, world_classes
+from e2mim_datasets.compworld import render as cw
+from e2mim_datasets.compworld import IMAGES_PER_CLASS, world_classes
 from e2mim_engine.data import build_dataset
-from trainers.clip_loader import LOCAL_BACKBONES
+from e2mim_clip.loader import local_backbones
 
 
 def test_world_halves_are_unseen_compositions_of_seen_values():
@@ -48,4 +48,4 @@ def test_dataset_generates_and_splits_base_new(world_root):
 
 
 def test_pretrained_backbone_is_registered_by_name():
-    assert "compworld-tiny" in LOCAL_BACKBONES
+    assert "compworld-tiny" in local_backbones()

@@ -1,5 +1,4 @@
 """Fast tests of the CompWorld renderer, split, captions, image folder and a 2-step pretraining."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, rel))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cw = _load("_test_compworld_render", os.path.join("datasets", "compworld_render.py"))
+from e2mim_datasets.compworld import render as cw  # noqa: E402
 
 
 def _px(img):
@@ -27,9 +18,7 @@ def _px(img):
 
 
 def test_module_does_not_import_torch():
-    code = ("import importlib.util, sys; "
-            f"s = importlib.util.spec_from_file_location('m', {os.path.join(ROOT, 'datasets', 'compworld_render.py')!r}); "
-            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+    code = ("import sys; import e2mim_datasets.compworld.render; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -188,7 +177,7 @@ def test_pretrain_smoke(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("clip")
     out = tmp_path / "tiny.pt"
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "pretrain_tiny_clip.py"),
+    cmd = [sys.executable, "-m", "e2mim_datasets.compworld.pretrain",
            "--steps", "2", "--pool", "1", "--batch-size", "16", "--no-eval",
            "--vision-layers", "1", "--text-layers", "1", "--threads", "2", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -212,8 +201,8 @@ def test_pretrain_smoke(tmp_path):
     assert f.shape == t.shape == (1, 128)
 
 
-def test_ensure_tiny_clip_uses_cache(tmp_path):
-    mod = _load("_test_pretrain_tiny_clip", os.path.join("scripts", "pretrain_tiny_clip.py"))
+def test_ensure_tiny_clip_uses_cache(tmp_path, monkeypatch):
+    from e2mim_datasets.compworld import pretrain as mod
     assert "torch" not in mod.__dict__
     path = mod.checkpoint_path(5, str(tmp_path))
     assert path == str(tmp_path / "tiny_clip_compworld_seed5.pt")
@@ -221,7 +210,7 @@ def test_ensure_tiny_clip_uses_cache(tmp_path):
     with open(str(tmp_path / "tiny_clip_compworld_seed5.json"), "w") as f:
         json.dump({"config_version": mod.CONFIG_VERSION}, f)
     calls = []
-    mod.pretrain = lambda **kw: calls.append(kw)
+    monkeypatch.setattr(mod, "pretrain", lambda **kw: calls.append(kw))
     assert mod.ensure_tiny_clip(seed=5, cache_dir=str(tmp_path)) == path
     assert calls == []
     with open(str(tmp_path / "tiny_clip_compworld_seed5.json"), "w") as f:

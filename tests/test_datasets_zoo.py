@@ -16,11 +16,12 @@ import pytest
 
 import dataset_fixtures as F
 from conftest import ROOT, TINY_CFG, make_cfg
-from e2mim_engine.data import DATASET_REGISTRY, DataManager, build_dataset, split_trainval
+from e2mim_engine.data import DATASET_REGISTRY, build_dataset, split_trainval
+from e2mim_engine.data.data_manager import DataManager
 from e2mim_engine.data import base as data_base
 from e2mim_engine.data.data_manager import read_image
-from e2mim_engine.data.layout_check import check_root, exit_code, format_report
-from e2mim_engine.data.layout_check import main as check_main
+from e2mim_tools.check_datasets import check_root, exit_code, format_report
+from e2mim_tools.check_datasets import main as check_main
 from e2mim_engine.errors import ConfigError, DataError
 
 CFG_DIR = os.path.join(ROOT, "configs", "datasets")
@@ -284,7 +285,7 @@ def test_custom_split_layout_with_name_map_and_template(tmp_path):
     assert d.classnames == ["spur gear", "b_cog", "coil spring"]   # sorted folders, names mapped
     assert sizes(d) == (18, 6, 9)
     assert not os.path.exists(ds / "split_custom.json")   # nothing drawn: nothing saved
-    from trainers.templates import dataset_template
+    from e2mim_clip.templates import dataset_template
     assert dataset_template(cfg, d) == "a photo of a {}, a kind of widget."
     shot = build_dataset(make_cfg("--root", root, "--seed", 1, "--dataset-config-file", yaml,
                                   "DATASET.NUM_SHOTS", 2, "DATASET.SUBSAMPLE_CLASSES", "new"))
@@ -414,10 +415,9 @@ def test_checker_verify_images_names_corrupt_file(tmp_path, capsys):
 def test_checker_custom_config_and_script(tmp_path, monkeypatch, capsys):
     _folders(str(tmp_path / "w" / "images"), ["x", "y"], 10)
     yaml = _custom_yaml(tmp_path, DIR="w")
-    script = os.path.join(ROOT, "scripts", "check_datasets.py")
-    monkeypatch.setattr(sys, "argv", [script, "--root", str(tmp_path), "--dataset-config-file", yaml])
+    monkeypatch.setattr(sys, "argv", ["e2mim-check-datasets", "--root", str(tmp_path), "--dataset-config-file", yaml])
     with pytest.raises(SystemExit) as e:
-        runpy.run_path(script, run_name="__main__")
+        runpy.run_module("e2mim_tools.check_datasets", run_name="__main__")
     out = capsys.readouterr().out
     assert e.value.code == 0, out
     assert "ImageFolder" in out and " ok " in out

@@ -13,13 +13,13 @@ import shutil
 import pytest
 import torch
 
-import trainers.e2mim as e2mim_module
+import e2mim_trainers.e2mim as e2mim_module
 from conftest import DEMO_CFG, ROOT, make_cfg
 from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.trainer import build_trainer
-from e2mim_engine.utils import set_random_seed
-from trainers.prompting import TextEncoder
+from e2mim_engine.seeding import set_random_seed
+from e2mim_clip.prompting import TextEncoder
 
 E2_TINY = os.path.join(ROOT, "configs", "trainers", "E2MIM", "demo_tiny.yaml")
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.mi_estimators import (  # noqa: E402
+from e2mim_trainers.mi_estimators import (  # noqa: E402
     MI_ESTIMATORS,
     ConcatCritic,
     DVEstimator,

@@ -11,8 +11,7 @@ from conftest import DEMO_CFG, ROOT
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from test_results import b2n, put
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import plots as plots_cli  # noqa: E402
+from e2mim_tools import plots_cli
 
 
 @pytest.fixture(autouse=True, scope="module")

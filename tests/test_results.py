@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from e2mim_engine.results import (build_report, find_runs, harmonic_mean, parse_dassl_log, render_csv,
+from e2mim_tools.results import (build_report, find_runs, harmonic_mean, parse_dassl_log, render_csv,
                                   render_latex, render_markdown)
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import parse_results  # noqa: E402
+from e2mim_tools import parse_results
 
 
 def put(root, rel, acc):

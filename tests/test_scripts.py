@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT
-from e2mim_engine.results import build_report
+from e2mim_tools.results import build_report
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from forkserver import ForkServer
 

@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT, demo_args, make_cfg
 from e2mim_engine.trainer import TrainerBase, build_trainer
-from e2mim_engine.utils import set_random_seed
+from e2mim_engine.seeding import set_random_seed
 
 
 def build(root, out, *extra, **kw):

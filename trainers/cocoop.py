@@ -29,7 +29,7 @@ from e2mim_engine.errors import ConfigError
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
 from .coop import PromptTrainer, compute_accuracy
-from .prompting import PromptCLIP, PromptLearner
+from e2mim_clip.prompting import PromptCLIP, PromptLearner
 
 
 class CoCoOpPromptLearner(PromptLearner):

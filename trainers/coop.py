@@ -5,8 +5,8 @@ from yacs.config import CfgNode as CN
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.trainer import TRAINER_REGISTRY, TrainerBase
 
-from .clip_loader import load_clip
-from .prompting import PromptCLIP, PromptLearner
+from e2mim_clip.loader import load_clip
+from e2mim_clip.prompting import PromptCLIP, PromptLearner
 
 
 def compute_accuracy(output, label):

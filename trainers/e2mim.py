@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_engine.data import DataManager
+from e2mim_engine.data.data_manager import DataManager
 from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler, mix, mix_targets, sample_lambda
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.optim import build_lr_scheduler, build_optimizer
 from e2mim_engine.trainer import TRAINER_REGISTRY
-from e2mim_engine.utils import epoch_seed, logger
+from e2mim_engine.seeding import epoch_seed
+from e2mim_engine.utils import logger
 
 from .coop import PromptTrainer, compute_accuracy
 from .mi_estimators import MI_ESTIMATORS, build_mi_estimator
-from .prompting import encode_images, handcrafted_text_features
-from .templates import ENSEMBLE_TEMPLATES, TEMPLATE_SETS, dataset_template
+from e2mim_clip.prompting import encode_images, handcrafted_text_features
+from e2mim_clip.templates import ENSEMBLE_TEMPLATES, TEMPLATE_SETS, dataset_template
 
 NODE = "TRAINER.E2MIM"
 CHOICES = {
@@ -209,8 +210,7 @@ class E2MIM(PromptTrainer):
                        if self.critic is not None else "")
                     + (f"; Mixup at {self.mode['MIX_LEVEL']} level, alpha {c.MIXUP_ALPHA}" if c.MIXUP else "; no Mixup")
                     + f"; inference {self.mode['INFERENCE']}")
-        self._mix_gen = torch.Generator()
-        self._mix_gen.manual_seed(epoch_seed(max(cfg.SEED, 0), 0))
+        self._mix_gen = torch.Generator()  # seeded per epoch in before_epoch
         self._eval_text = None
 
     def before_epoch(self):
@@ -218,7 +218,7 @@ class E2MIM(PromptTrainer):
         # Lambdas and MIX_PROB draws: a generator of our own, reseeded per epoch, so a resumed
         # run draws what the uninterrupted run drew whatever the data pipeline consumed.
         seed = self.cfg.SEED if self.cfg.SEED >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))
-        self._mix_gen.manual_seed(epoch_seed(seed, self.epoch) ^ 0x5EED)
+        self._mix_gen.manual_seed(epoch_seed(seed, self.epoch, "lambda"))
 
     # ---- training ----------------------------------------------------------------------
     def _image_features(self, images):

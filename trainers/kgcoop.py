@@ -35,8 +35,8 @@ from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
 
 from .coop import CoOp, PromptTrainer, compute_accuracy
-from .prompting import handcrafted_text_features
-from .templates import TEMPLATE_SETS, dataset_template
+from e2mim_clip.prompting import handcrafted_text_features
+from e2mim_clip.templates import TEMPLATE_SETS, dataset_template
 
 KGCOOP_CTX_INIT = "a photo of a"   # what KgCoOp's code uses whenever CTX_INIT is true
 KGCOOP_W_DEFAULT = 1.0             # TRAINER.COOP.W's default in KgCoOp's train.py

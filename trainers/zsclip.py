@@ -3,9 +3,9 @@ from yacs.config import CfgNode as CN
 
 from e2mim_engine.trainer import TRAINER_REGISTRY, TrainerBase
 
-from .clip_loader import load_clip
-from .prompting import encode_images, handcrafted_text_features
-from .templates import ENSEMBLE_TEMPLATES, dataset_template
+from e2mim_clip.loader import load_clip
+from e2mim_clip.prompting import encode_images, handcrafted_text_features
+from e2mim_clip.templates import ENSEMBLE_TEMPLATES, dataset_template
 
 
 @TRAINER_REGISTRY.register()

@@ -1,3 +1,9 @@
+"""Datasets in Dassl's structures (Datum, split files, few-shot draws) and the loaders.
+
+The names below are the torch-free part, which dataset modules use; the loaders
+(``data_manager``, ``transforms``, ``mixup_sampler``) import torch and are imported from
+their own modules.
+"""
 from .base import (DATASET_REGISTRY, BenchmarkDataset, DatasetBase, Datum, build_dataset,  # noqa: F401
                    generate_fewshot_dataset, read_and_split_data, read_split, save_split,
                    subsample_classes)
@@ -5,5 +11,3 @@ from .base import (CLASSNAMES_SOURCE, IMAGE_EXTENSIONS, TestOnlyDataset, ZooData
                    dataset_writes_allowed, find_classnames_file, index_class_folders, is_image_file,
                    layout_hint, list_class_folders, list_files, no_dataset_writes, read_classnames,
                    resolve_data_root, save_generated_split, split_per_class, split_trainval)
-from .data_manager import DataManager, DatasetWrapper, build_data_loader  # noqa: F401
-from .transforms import build_transform  # noqa: F401

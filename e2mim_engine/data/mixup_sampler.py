@@ -54,12 +54,13 @@ from torch's global RNG (so ``torch.manual_seed`` / the config SEED fixes it).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Sampler
+
+from ..seeding import epoch_seed
 
 __all__ = [
     "ClassMixupBatchSampler",
@@ -70,13 +71,6 @@ __all__ = [
 ]
 
 _BATCH_SIZE_KEY = "DATALOADER.TRAIN_X.BATCH_SIZE"
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    # A hash rather than seed + epoch, so runs with seeds 1 and 2 do not share
-    # shifted copies of each other's epochs.
-    digest = hashlib.sha256(f"e2mim-mixup:{seed}:{epoch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class ClassMixupBatchSampler(Sampler[List[int]]):
@@ -165,7 +159,7 @@ class ClassMixupBatchSampler(Sampler[List[int]]):
 
     def batches_for_epoch(self, epoch: int) -> List[List[int]]:
         """All batches of ``epoch`` (pure: does not touch ``self.epoch``)."""
-        g = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, "mixup"))
         n, m = len(self.labels), self.pairs_per_batch
         anchors = torch.randperm(n, generator=g)
         partners = self._draw_partners(anchors, g)

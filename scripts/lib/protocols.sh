@@ -187,7 +187,7 @@ finish() {
     printf '  %s\n' "${FAILED[@]}" >&2
     exit 1
   fi
-  echo "Done. Tables: $PYTHON $REPO/scripts/parse_results.py $OUTPUT"
+  echo "Done. Tables: $PYTHON -m e2mim_tools.parse_results $OUTPUT"
 }
 
 base2new_all() {

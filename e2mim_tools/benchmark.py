@@ -5,9 +5,9 @@ For each (backbone, trainer) a fresh process builds the trainer exactly as train
 timed), runs warm-up steps, then times training steps (forward_backward: forward, backward
 and optimizer step) and evaluation batches (model_inference without autograd).
 
-  python scripts/benchmark.py --backbones random:tiny random:ViT-B/16 --trainers ZeroshotCLIP CoOp
-  python scripts/benchmark.py --device cuda --classes 1000 --batch 32 --opts TRAINER.COOP.PREC fp16
-  python scripts/benchmark.py --backbones random:ViT-B/16 --repeat 3 \
+  e2mim-benchmark --backbones random:tiny random:ViT-B/16 --trainers ZeroshotCLIP CoOp
+  e2mim-benchmark --device cuda --classes 1000 --batch 32 --opts TRAINER.COOP.PREC fp16
+  e2mim-benchmark --backbones random:ViT-B/16 --repeat 3 \
       --trainers CoOp E2MIM E2MIM:TRAINER.E2MIM.MIX_LEVEL=feature
 
 A trainer entry NAME:KEY=VALUE[,KEY=VALUE...] adds config pairs to that entry only (one
@@ -27,8 +27,6 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def _setup(a):
@@ -37,8 +35,8 @@ def _setup(a):
 
     import torch
 
-    import datasets  # noqa: F401
-    import trainers  # noqa: F401
+    import e2mim_datasets  # noqa: F401
+    import e2mim_trainers  # noqa: F401
     from e2mim_engine.data import DATASET_REGISTRY, DatasetBase, Datum
     from e2mim_engine.utils import setup_logger
 
@@ -62,7 +60,7 @@ def _build(a, entry, tmp):
     """A trainer for one entry NAME[:KEY=VALUE,...], built exactly as train.py does."""
     from e2mim_engine.cli import build_parser, setup_cfg
     from e2mim_engine.trainer import build_trainer
-    from e2mim_engine.utils import set_random_seed
+    from e2mim_engine.seeding import set_random_seed
 
     name, _, variant = entry.partition(":")
     extra = [x for kv in variant.split(",") if kv for x in kv.split("=", 1)]
@@ -207,12 +205,12 @@ def main():
 
     def run(trainer_args, bb, what):
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, os.path.abspath(__file__), "--single", *trainer_args, "--backbone", bb,
+            cmd = [sys.executable, "-m", "e2mim_tools.benchmark", "--single", *trainer_args, "--backbone", bb,
                    "--tmp", tmp, "--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch),
                    "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
             if a.opts:
                 cmd += ["--opts"] + a.opts
-            r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            r = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
         if r.returncode or not lines:
             print(f"{what} on {bb} failed:\n{r.stderr[-2000:]}", file=sys.stderr)

@@ -2,23 +2,21 @@
 
   # t-SNE of test-image features with the class text features of both views (hand-crafted
   # and learned prompts), the paper's Figure 2; after --, train.py's arguments of the run
-  python scripts/plots.py tsne --out tsne.png -- --root $DATA --trainer E2MIM \
+  e2mim-plots tsne --out tsne.png -- --root $DATA --trainer E2MIM \
       --dataset-config-file configs/datasets/eurosat.yaml \
       --config-file configs/trainers/E2MIM/vit_b16_base2new.yaml \
       --model-dir output/base2new/train_base/eurosat/shots_16/E2MIM/vit_b16_base2new/seed1 \
       --load-epoch 10 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
   # per-dataset base/new bars and few-shot curves from the protocol output folders
-  python scripts/plots.py bars --out base2new.png output
-  python scripts/plots.py fewshot --out fewshot.png output
+  e2mim-plots bars --out base2new.png output
+  e2mim-plots fewshot --out fewshot.png output
 """
 import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from e2mim_engine import plots  # noqa: E402
+from e2mim_tools import plots
 
 
 def collect_features(trainer, split="test", max_per_class=50):
@@ -27,8 +25,8 @@ def collect_features(trainer, split="test", max_per_class=50):
     "learned": [C, D]} (the learned view only for trainers with one prompt per class)."""
     import torch
 
-    from trainers.prompting import encode_images, handcrafted_text_features
-    from trainers.templates import dataset_template
+    from e2mim_clip.prompting import encode_images, handcrafted_text_features
+    from e2mim_clip.templates import dataset_template
 
     clip_model = getattr(trainer, "clip", None) or trainer.model.clip
     trainer.set_model_mode("eval")
@@ -71,11 +69,12 @@ def collect_features(trainer, split="test", max_per_class=50):
 
 
 def tsne_main(a, train_args):
-    import datasets  # noqa: F401  (registers the dataset zoo)
-    import trainers  # noqa: F401  (registers every method)
+    import e2mim_datasets  # noqa: F401  (registers the dataset zoo)
+    import e2mim_trainers  # noqa: F401  (registers every method)
     from e2mim_engine.cli import build_parser, setup_cfg
     from e2mim_engine.trainer import build_trainer
-    from e2mim_engine.utils import set_random_seed, setup_logger
+    from e2mim_engine.seeding import set_random_seed
+    from e2mim_engine.utils import setup_logger
 
     args = build_parser().parse_args(train_args)
     if not args.output_dir:

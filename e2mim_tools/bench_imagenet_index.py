@@ -4,7 +4,7 @@ built twice: the first run lists every folder (progress bar) and writes
 imagenet/images_index.json, the second reads that cache (one stat per class folder). Then the
 dataset itself: all items, and a 16-shot draw (first, then from its cache).
 
-    .venv/bin/python scripts/bench_imagenet_index.py [--dir /tmp/imagenet_bench] [--classes 1000]
+    e2mim-bench-imagenet-index [--dir /tmp/imagenet_bench] [--classes 1000]
         [--train-per-class 1281] [--val-per-class 50] [--keep]
 
 Empty files are enough: indexing never opens an image. The tree is deleted at the end unless
@@ -17,12 +17,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import datasets  # noqa: E402,F401
-from e2mim_engine.config import get_cfg_default  # noqa: E402
-from e2mim_engine.data import build_dataset, index_class_folders  # noqa: E402
-from e2mim_engine.utils import setup_logger  # noqa: E402
+import e2mim_datasets  # noqa: F401
+from e2mim_engine.config import get_cfg_default
+from e2mim_engine.data import build_dataset, index_class_folders
+from e2mim_engine.utils import setup_logger
 
 
 def generate(root, n_classes, n_train, n_val):
@@ -102,4 +100,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,17 +1,17 @@
-"""The dataset layout checker behind ``scripts/check_datasets.py``.
+"""The dataset layout checker (``e2mim-check-datasets --root DATA``, ``python -m e2mim_tools.check_datasets``).
 
 For a data root it prints one row per dataset (found or missing, classes, images per split,
 split file present) and, for anything missing, the exact path expected and where the data
 comes from. It never writes split or few-shot files (ImageNet's listing cache may be written).
-Import ``datasets`` (the zoo) before calling ``check_root`` so the registry is filled.
 """
 import argparse
 import os
 import sys
 
-from ..errors import UserError
-from .base import (DATASET_REGISTRY, CLASSNAMES_SOURCE, TestOnlyDataset, find_classnames_file, layout_hint,
-                   no_dataset_writes)
+import e2mim_datasets  # noqa: F401  (registers the zoo)
+from e2mim_engine.data.base import (CLASSNAMES_SOURCE, DATASET_REGISTRY, TestOnlyDataset, find_classnames_file,
+                                    layout_hint, no_dataset_writes)
+from e2mim_engine.errors import UserError
 
 OK, MISSING, INCOMPLETE, ERROR, CORRUPT = "ok", "missing", "incomplete", "error", "corrupt images"
 
@@ -78,7 +78,7 @@ def _verify_images(dataset, limit=None):
 
 def check_dataset(name, root, cfg=None, verify_images=False):
     """One row: dict(name, folder, status, classes, train, val, test, split, problems, error, corrupt)."""
-    from ..config import get_cfg_default
+    from e2mim_engine.config import get_cfg_default
     cls = DATASET_REGISTRY.get(name)
     root = os.path.abspath(os.path.expanduser(root))
     ddir = os.path.join(root, cls.__dict__.get("dataset_dir", "") or "")
@@ -175,7 +175,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from ..config import get_cfg_default, merge_from_file
+    from e2mim_engine.config import get_cfg_default, merge_from_file
     args = build_parser().parse_args(argv)
     root = os.path.abspath(os.path.expanduser(args.root))
     if not os.path.isdir(root):
@@ -196,3 +196,7 @@ def main(argv=None):
     rows = check_root(root, names=names, cfg=cfg, verify_images=args.verify_images)
     print(format_report(rows, root))
     return exit_code(rows, explicit=bool(names))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,7 @@ checkpoint path (plain state dict or JIT archive), or randomly initialised by sh
 Never downloads: a missing file is an error that says where the file comes from.
 """
 import hashlib
+import importlib.metadata
 import os
 import warnings
 
@@ -40,14 +41,16 @@ CLIP_SPECS = {
                      transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
 RANDOM_PREFIX = "random:"
-# Backbones made on this machine rather than downloaded: name -> function returning the
-# weight file's path (building it first if needed). Registered by the code that makes them
-# (datasets/compworld.py registers the tiny CLIP pretrained on the compositional world).
-LOCAL_BACKBONES = {}
+# Backbones made on this machine rather than downloaded (e.g. "compworld-tiny", the tiny CLIP
+# pretrained on CompWorld) are declared as package entry points in this group: name ->
+# a function returning the weight file's path, building it first if needed. Looking a name up
+# imports only the function it names, and the loader needs no import of the code behind it.
+BACKBONE_ENTRY_POINTS = "e2mim.backbones"
 
 
-def register_local_backbone(name, path_fn):
-    LOCAL_BACKBONES[name] = path_fn
+def local_backbones():
+    """{name: entry point} of the installed local backbone builders."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=BACKBONE_ENTRY_POINTS)}
 
 
 def clip_cache_dir(cfg_dir=""):
@@ -133,8 +136,8 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
     if backbone.startswith(RANDOM_PREFIX):
         model = build_random_clip(backbone[len(RANDOM_PREFIX):])
         logger.info(f"Building a RANDOMLY INITIALISED CLIP ({backbone}): numbers are not meaningful")
-    elif backbone in LOCAL_BACKBONES:
-        path = LOCAL_BACKBONES[backbone]()
+    elif backbone in local_backbones():
+        path = local_backbones()[backbone].load()()
         logger.info(f"Loading CLIP ({backbone}) from {path}")
         model = _load_file(path)
     elif backbone in clip.available_models():
@@ -147,7 +150,7 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
     else:
         raise WeightsError(
             f"MODEL.BACKBONE.NAME='{backbone}' is neither a CLIP name ({', '.join(clip.available_models())}), "
-            f"nor a locally built one ({', '.join(LOCAL_BACKBONES) or 'none registered'}), nor an existing "
+            f"nor a locally built one ({', '.join(local_backbones()) or 'none installed'}), nor an existing "
             f"weight file, nor random:<shape> ({', '.join(CLIP_SPECS)}).")
     res = model.visual.input_resolution
     if input_size is not None and tuple(input_size) != (res, res):

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Pretrain a tiny CLIP (the ``clip`` package's own ViT architecture) on CompWorld, on CPU.
 
-Only the *base* classes of ``compworld_render.base_new_split(seed)`` are used for pretraining
+Only the *base* classes of ``render.base_new_split(seed)`` are used for pretraining
 (images of every size/background of those (colour, shape) pairs, with captions of the full
 templates plus, by default, captions that mention only some attributes). The *new* classes
 combine a colour and a shape that are both seen, never together, so zero-shot accuracy on them
@@ -9,9 +8,10 @@ measures compositional transfer.
 
 Usage::
 
-    python scripts/pretrain_tiny_clip.py                  # default config, seed 0: ~6.5 min on 2 idle CPU cores
-    python scripts/pretrain_tiny_clip.py --seed 1 --out /tmp/x.pt
-    python scripts/pretrain_tiny_clip.py --steps 2 --pool 1 --eval-per-class 1 --out /tmp/s.pt  # smoke
+    e2mim-pretrain-tiny-clip                  # default config, seed 0: ~6.5 min on 2 idle CPU cores
+    e2mim-pretrain-tiny-clip --seed 1 --out /tmp/x.pt
+    e2mim-pretrain-tiny-clip --steps 2 --pool 1 --eval-per-class 1 --out /tmp/s.pt  # smoke
+    (or python -m e2mim_datasets.compworld.pretrain ...)
 
 The checkpoint is a plain fp32 state dict (``torch.save(model.state_dict())``), loadable with
 ``clip.load(path, device="cpu", jit=False)``. It is written to a temporary file and renamed, so
@@ -22,7 +22,6 @@ From Python, ``ensure_tiny_clip(seed=0, cache_dir=None)`` returns the cached che
 building it first if needed.
 """
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -33,8 +32,8 @@ import warnings
 
 import numpy as np
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
+from . import render as cw
+
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "e2mim")
 CHECKPOINT_NAME = "tiny_clip_compworld_seed{seed}.pt"
 
@@ -61,22 +60,6 @@ DEFAULTS = dict(
     eval_per_class=32,
     render_size=64,        # images are rendered at this size, then resized like clip's preprocess
 )
-
-
-def _load_compworld():
-    """Import datasets/compworld_render.py by path (``datasets`` may be shadowed by HF datasets)."""
-    path = os.path.join(_ROOT, "datasets", "compworld_render.py")
-    mod = sys.modules.get("datasets.compworld_render")
-    if mod is not None and os.path.abspath(getattr(mod, "__file__", "")) == path:
-        return mod
-    name = "_e2mim_compworld_render"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _import_clip():
@@ -142,7 +125,6 @@ class PretrainData:
     def __init__(self, cfg, seed, log=print):
         import torch
         clip, _ = _import_clip()
-        cw = _load_compworld()
         self.cw = cw
         base, new = cw.base_new_split(seed, n_new_per_row=cfg["n_new_per_row"])
         self.base, self.new = base, new
@@ -241,7 +223,6 @@ def zero_shot_eval(model, preprocess, classes, seed, n_per_class, render_size=64
     PRETRAIN_EVAL_SEED_OFFSET + seed), n-way with n = len(classes). Returns {prompt: acc}."""
     import torch
     clip, _ = _import_clip()
-    cw = _load_compworld()
     nuis = [(s, b) for s in cw.ATTRIBUTES["size"] for b in cw.ATTRIBUTES["background"]]
     images, labels = [], []
     for y, (colour, shape) in enumerate(classes):
@@ -410,6 +391,13 @@ def ensure_tiny_clip(seed=0, cache_dir=None, log=None):
         f"this takes about 6.5 minutes on 2 idle CPU cores (longer on a busy machine) and happens once")
     pretrain(out=path, seed=seed, log=log)
     return path
+
+
+def world_backbone():
+    """The ``compworld-tiny`` backbone (an ``e2mim.backbones`` entry point): the path of the
+    tiny CLIP of CompWorld's world seed, pretrained first if it is not cached."""
+    from . import WORLD_SEED
+    return ensure_tiny_clip(seed=WORLD_SEED)
 
 
 def main(argv=None):

@@ -8,17 +8,15 @@ cross-dataset, domain-generalization and few-shot tables. Runs that are missing 
 unfinished are listed; cells with fewer seeds than expected are flagged and never
 averaged silently.
 
-  python scripts/parse_results.py output
-  python scripts/parse_results.py output ../CoOp/output --tables base2new --format latex
-  python scripts/parse_results.py output --save results/tables     # .md, .csv and .tex
+  e2mim-results output
+  e2mim-results output ../CoOp/output --tables base2new --format latex
+  e2mim-results output --save results/tables     # .md, .csv and .tex
 """
 import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from e2mim_engine.results import EXTENSIONS, RENDERERS, build_report  # noqa: E402
+from e2mim_tools.results import EXTENSIONS, RENDERERS, build_report
 
 
 def build_parser():

@@ -1,10 +1,10 @@
 """The README demo: zero-shot CLIP, CoOp and E2MIM, base-to-new, on CompWorld with the tiny
-CLIP pretrained on it (datasets/compworld.py), on CPU. The first run pretrains that CLIP
+CLIP pretrained on it (e2mim_datasets.compworld), on CPU. The first run pretrains that CLIP
 (about 6 minutes on 2 idle cores, cached in ~/.cache/e2mim). Each step is a plain train.py
-run, exactly as the bash scripts run it; the table is built from the runs' results.json.
+run (``python -m e2mim_tools.train``), exactly as the bash scripts run it; the table is built from the runs' results.json.
 
-  python scripts/demo.py                 # seed 1
-  python scripts/demo.py --seeds 1 2 3   # mean and std over seeds
+  e2mim-demo                 # seed 1 (run from the repository root: it reads configs/)
+  e2mim-demo --seeds 1 2 3   # mean and std over seeds
 """
 import argparse
 import os
@@ -15,9 +15,7 @@ import time
 
 from tabulate import tabulate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from e2mim_engine.results import harmonic_mean, read_result  # noqa: E402
+from e2mim_tools.results import harmonic_mean, read_result
 
 # (row label, trainer, extra KEY VALUE pairs); every method uses configs/trainers/<T>/compworld.yaml
 METHODS = [
@@ -28,10 +26,10 @@ METHODS = [
 
 
 def train_py(args, log):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py")] + [str(a) for a in args]
+    cmd = [sys.executable, "-m", "e2mim_tools.train"] + [str(a) for a in args]
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "w") as f:
-        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode:
         sys.exit(f"demo step failed ({' '.join(cmd)}); see {log}")
 
@@ -62,14 +60,14 @@ def fmt(values):
     return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.path.join(ROOT, "data"), help="data root (CompWorld is generated here)")
-    p.add_argument("--output", default=os.path.join(ROOT, "output", "demo"))
+    p.add_argument("--data", default="data", help="data root (CompWorld is generated here)")
+    p.add_argument("--output", default=os.path.join("output", "demo"))
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--with-ablations", action="store_true",
                    help="also E2MIM without MI, without Mixup, and CoOp with 16 random context tokens")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     methods = list(METHODS)
     if a.with_ablations:
         methods += [("CoOp (16 ctx, random init)", "CoOp", ["TRAINER.COOP.N_CTX", 16, "TRAINER.COOP.CTX_INIT", "''"]),

@@ -2,7 +2,7 @@
 
 Classes are colour x shape pairs ("red circle"); size and background vary within a class.
 A tiny CLIP (backbone name ``compworld-tiny``) is pretrained on CPU on image/caption pairs
-of 40 of the 64 pairs (scripts/pretrain_tiny_clip.py; built once, cached in ~/.cache/e2mim).
+of 40 of the 64 pairs (``e2mim_datasets.compworld.pretrain``; built once, cached in ~/.cache/e2mim).
 The dataset has 48 classes in label order [24 base | 24 new], so DATASET.SUBSAMPLE_CLASSES
 base/new picks exactly these halves:
 - base: 24 pairs seen in pretraining, each colour and each shape 3 times;
@@ -11,16 +11,13 @@ base/new picks exactly these halves:
 Images are rendered with dataset seed 0 (pretraining renders its own with seeds >= 10000),
 40 per class, split 50/20/30 per class as CoOp does; everything is written on first use.
 """
-import importlib.util
 import os
 import random
-import sys
 
 from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_split, save_split, split_per_class
 from e2mim_engine.utils import atomic_folder, logger
-from trainers.clip_loader import register_local_backbone
 
-from . import compworld_render as cw
+from . import render as cw
 
 IMAGES_PER_CLASS = 40
 IMAGE_SIZE = 64
@@ -37,21 +34,6 @@ def world_classes(seed=WORLD_SEED):
     n_new = len(unseen) // 8
     base = [c for c in seen if levels[c] < 2 * n_new]
     return base, unseen
-
-
-def _pretrain_module():
-    """scripts/pretrain_tiny_clip.py, imported by path (scripts/ is not a package)."""
-    name = "_e2mim_pretrain_tiny_clip"
-    if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
-                            "pretrain_tiny_clip.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-register_local_backbone("compworld-tiny", lambda: _pretrain_module().ensure_tiny_clip(seed=WORLD_SEED))
 
 
 def generate(dataset_dir):
@@ -75,7 +57,7 @@ class CompWorld(BenchmarkDataset):
     template = "a photo of a {}."
     generated = True
     layout = "compworld/images/<colour>_<shape>/<i>.png and compworld/split_compworld.json (generated)"
-    source = "generated locally by datasets/compworld.py on first use"
+    source = "generated locally by datasets/compworld/ on first use"
 
     def prepare(self, cfg):
         if not os.path.isdir(self.dataset_dir):
