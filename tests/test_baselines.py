@@ -53,15 +53,6 @@ TRAINER:
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread is several times faster than two on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(trainer, root, out, *extra, config=None):
     cfg = make_cfg("--root", root, "--seed", 1, "--trainer", trainer, "--dataset-config-file", DEMO_CFG,
                    "--config-file", config or {"CoCoOp": COCOOP_TINY, "KgCoOp": KGCOOP_TINY}[trainer],

@@ -1,10 +1,7 @@
 """The plot commands write PNG files that open: t-SNE of a trained prompt's features with
 both views' class text features, base/new bars and few-shot curves from result trees."""
 import os
-import sys
 
-import pytest
-import torch
 from PIL import Image
 
 from conftest import DEMO_CFG, ROOT
@@ -12,14 +9,6 @@ from e2mim_engine.trainer import TRAINER_REGISTRY
 from test_results import b2n, put
 
 from e2mim_tools import plots_cli
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def opens(path, min_size=(200, 200)):
