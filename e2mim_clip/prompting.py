@@ -3,7 +3,7 @@
 Speed: CLIP's text transformer is causal and the feature is read at the end-of-text (EOT)
 token, so positions after the longest prompt's EOT cannot change any feature. Prompts are
 therefore cut to that length (typically 10-25 of 77 tokens) before the encoder runs; the
-result equals the full-length encoder to float tolerance (tests/test_prompting.py).
+result equals the full-length encoder to float tolerance (tests/test_clip.py checks it).
 """
 import warnings
 
@@ -71,9 +71,17 @@ def handcrafted_text_features(clip_model, classnames, templates, text_encoder=No
 
 
 @torch.no_grad()
-def encode_images(clip_model, images):
-    """Normalized image features (float32) of the frozen image encoder, without autograd."""
-    return F.normalize(clip_model.encode_image(images.type(clip_model.dtype)).float(), dim=-1)
+def encode_images(clip_model, images, normalize=True):
+    """Image features (float32) of the frozen image encoder, without autograd; normalized
+    unless ``normalize`` is False (feature-level Mixup may blend the raw features)."""
+    feats = clip_model.encode_image(images.type(clip_model.dtype)).float()
+    return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def cosine_consistency(text_features, text_h):
+    """1 - mean over classes of cos(learned, hand-crafted): KgCoOp's loss term, also E2MIM's
+    cosine ablation. Both inputs [C, D]."""
+    return 1.0 - F.cosine_similarity(text_features.float(), text_h.float(), dim=1, eps=1e-7).mean()
 
 
 class PromptLearner(nn.Module):
@@ -85,6 +93,9 @@ class PromptLearner(nn.Module):
     """
 
     POSITIONS = ("end", "middle", "front")
+    # Buffers of the class set, not of the checkpoint: CoOp's published checkpoints hold
+    # them, and a prompt trained on base classes must load for new ones.
+    checkpoint_ignored_keys = ("token_prefix", "token_suffix")
 
     def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False,
                  class_token_position="end", truncate=True):

@@ -13,10 +13,8 @@ from .utils import atomic_write, logger
 
 def learnable_state_dict(module):
     """Trainable parameters and persistent buffers only: never the frozen CLIP."""
-    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
-    return {k: v.detach().clone() for k, v in module.state_dict().items()
-            if k in trainable or (k not in frozen and k.split(".")[-1] not in ("token_prefix", "token_suffix"))}
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if k not in frozen}
 
 
 def read_checkpoint_file(directory):

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from .config import get_cfg_default, merge_from_file, merge_from_list
+from .config import cfg_to_pairs, get_cfg_default, load_cfg_file, merge_cfg, merge_from_list, pairs_to_cfg
 from .data import DATASET_REGISTRY
 from .errors import UserError
 from .trainer import TRAINER_REGISTRY, build_trainer
@@ -43,13 +43,34 @@ def default_cfg():
     return cfg
 
 
+def _trainer_name(args, sources):
+    if args.trainer:
+        return args.trainer
+    for _, node in reversed(sources):  # the last source that names a trainer wins, as in the merge
+        name = node.get("TRAINER", {}).get("NAME")
+        if name:
+            return str(name)
+    return ""
+
+
 def setup_cfg(args):
-    """Merge order: defaults, dataset yaml, method yaml, CLI flags, trailing KEY VALUE pairs."""
+    """Merge order: defaults, dataset yaml, method yaml, CLI flags, trailing KEY VALUE pairs.
+
+    The trainer named by the run may first rewrite the sources (``adapt_cfg_sources``: e.g.
+    KgCoOp reads its published keys under TRAINER.COOP as TRAINER.KGCOOP)."""
     cfg = default_cfg()
+    sources = []
     if args.dataset_config_file:
-        merge_from_file(cfg, args.dataset_config_file, "dataset config file")
+        sources.append((args.dataset_config_file, load_cfg_file(cfg, args.dataset_config_file, "dataset config file")))
     if args.config_file:
-        merge_from_file(cfg, args.config_file, "config file")
+        sources.append((args.config_file, load_cfg_file(cfg, args.config_file, "config file")))
+    pairs_label = "the command line"
+    sources.append((pairs_label, pairs_to_cfg(list(args.opts or []), pairs_label)))
+    name = _trainer_name(args, sources)
+    if name in TRAINER_REGISTRY:
+        sources = TRAINER_REGISTRY.get(name).adapt_cfg_sources(sources)
+    for label, node in sources[:-1]:
+        merge_cfg(cfg, node, label)
     if args.root:
         cfg.DATASET.ROOT = args.root
     if args.output_dir:
@@ -70,7 +91,7 @@ def setup_cfg(args):
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
-    merge_from_list(cfg, args.opts or [])
+    merge_from_list(cfg, cfg_to_pairs(sources[-1][1]), sources[-1][0])
     cfg.freeze()
     return cfg
 

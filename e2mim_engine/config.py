@@ -201,24 +201,68 @@ def _coerce_ints(cfg, other, prefix=""):
             other[k] = float(v)
 
 
-def merge_from_file(cfg, path, what="config file"):
+def load_cfg_file(cfg, path, what="config file"):
+    """The yaml file as a CfgNode (not merged yet)."""
     if not os.path.isfile(path):
         raise ConfigError(f"The {what} {path} does not exist. Pass a yaml file under configs/ "
                           f"(e.g. configs/datasets/caltech101.yaml).")
+    loaded = []
 
-    def merge():
+    def load():
         with open(path) as f:
-            other = cfg.load_cfg(f)
+            loaded.append(cfg.load_cfg(f))
+
+    _run_merge(cfg, load, path)
+    return loaded[0]
+
+
+def merge_cfg(cfg, other, source):
+    """Merge a loaded yaml file's CfgNode into cfg (errors name ``source``)."""
+    def merge():
         _coerce_ints(cfg, other)
         cfg.merge_from_other_cfg(other)
 
-    _run_merge(cfg, merge, path)
+    _run_merge(cfg, merge, source)
 
 
-def merge_from_list(cfg, opts, source="the command line"):
+def merge_from_file(cfg, path, what="config file"):
+    merge_cfg(cfg, load_cfg_file(cfg, path, what), path)
+
+
+def _check_pairs(opts, source):
     if len(opts) % 2:
         raise ConfigError(f"Trailing options on {source} must come in KEY VALUE pairs; got "
                           f"{len(opts)} items: {' '.join(map(str, opts))}.")
+
+
+def pairs_to_cfg(opts, source="the command line"):
+    """KEY VALUE pairs as a nested CfgNode of the values as typed (strings), so a trainer's
+    adapt_cfg_sources sees every source in one form; cfg_to_pairs turns it back."""
+    _check_pairs(opts, source)
+    node = CN()
+    for i in range(0, len(opts), 2):
+        *path, leaf = str(opts[i]).split(".")
+        d = node
+        for part in path:
+            if not isinstance(d.get(part), CN):
+                d[part] = CN()
+            d = d[part]
+        d[leaf] = opts[i + 1]
+    return node
+
+
+def cfg_to_pairs(node, prefix=""):
+    out = []
+    for k, v in node.items():
+        if isinstance(v, CN):
+            out += cfg_to_pairs(v, f"{prefix}{k}.")
+        else:
+            out += [f"{prefix}{k}", v]
+    return out
+
+
+def merge_from_list(cfg, opts, source="the command line"):
+    _check_pairs(opts, source)
     opts = list(opts)
     for i in range(0, len(opts), 2):
         node, *path = cfg, *str(opts[i]).split(".")

@@ -15,6 +15,11 @@ def build_evaluator(cfg, **kwargs):
     return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
 
 
+def compute_accuracy(output, label):
+    """Top-1 accuracy in percent of a batch of logits (the "acc" of Dassl's training lines)."""
+    return (output.argmax(dim=1) == label).float().mean().item() * 100.0
+
+
 @EVALUATOR_REGISTRY.register()
 class Classification:
     def __init__(self, cfg, lab2cname=None, **kwargs):

@@ -32,10 +32,19 @@ def build_trainer(cfg):
 
 
 class TrainerBase:
-    # Name of the node under TRAINER that holds PREC (e.g. "COOP"); used by resolve_precision.
     @classmethod
     def extend_cfg(cls, cfg):
         """Add this method's config node (e.g. cfg.TRAINER.COOP). Called for every trainer."""
+
+    @classmethod
+    def adapt_cfg_sources(cls, sources):
+        """Rewrite the config sources of a run of this trainer before they are merged.
+
+        ``sources`` is a list of (label, CfgNode) in merge order (dataset yaml, method yaml,
+        trailing KEY VALUE pairs). A trainer whose published repository used other key names
+        translates them here, in one place (KgCoOp); the default changes nothing.
+        """
+        return sources
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -57,10 +66,15 @@ class TrainerBase:
         pass
 
     def build_data_loader(self):
-        dm = DataManager(self.cfg, pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA)
+        dm = DataManager(self.cfg, train_batch_sampler=self.train_batch_sampler,
+                         pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA)
         self.dm = dm
         self.train_loader_x, self.val_loader, self.test_loader = dm.train_loader_x, dm.val_loader, dm.test_loader
         self.num_classes, self.lab2cname, self.classnames = dm.num_classes, dm.lab2cname, dm.classnames
+
+    def train_batch_sampler(self, items):
+        """A batch sampler over the training items, or None for Dassl's train loader."""
+        return None
 
     def build_model(self):
         raise NotImplementedError
@@ -127,21 +141,33 @@ class TrainerBase:
         if not torch.isfinite(loss).all():
             raise FloatingPointError("Loss is infinite or NaN!")
 
-    def model_backward_and_update(self, loss, names=None):
-        names = self.get_model_names(names)
-        optims = [self._optims[n] for n in names if self._optims[n] is not None]
-        for o in optims:
+    def _optimizers(self, names):
+        return [self._optims[n] for n in self.get_model_names(names) if self._optims[n] is not None]
+
+    def model_zero_grad(self, names=None):
+        for o in self._optimizers(names):
             o.zero_grad(set_to_none=True)
+
+    def model_backward(self, loss):
+        """Backward of one loss (scaled under fp16/amp). Several calls accumulate gradients,
+        so a method can split a batch into groups and step once."""
         self.detect_anomaly(loss)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def model_update(self, names=None):
+        optims = self._optimizers(names)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             for o in optims:
                 self.scaler.step(o)
             self.scaler.update()
         else:
-            loss.backward()
             for o in optims:
                 o.step()
+
+    def model_backward_and_update(self, loss, names=None):
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
@@ -214,11 +240,11 @@ class TrainerBase:
             self.epoch = ckpt["epoch"] - 1  # so results.json names the epoch evaluated
 
     def _load_state(self, name, state_dict, path):
-        # Buffers holding class-name token embeddings belong to the class set being
-        # evaluated, not to the checkpoint (CoOp saves them; we never do).
-        state_dict = {k: v for k, v in state_dict.items()
-                      if not k.split(".")[-1] in ("token_prefix", "token_suffix")}
         model = self._models[name]
+        # A module may name buffers that belong to the run rather than to the checkpoint
+        # (a prompt learner's class-name embeddings: CoOp saves them, a new class set differs).
+        ignored = set(getattr(model, "checkpoint_ignored_keys", ()))
+        state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in ignored}
         expected = learnable_state_dict(model)
         missing = [k for k in expected if k not in state_dict]
         unexpected = [k for k in state_dict if k not in expected]

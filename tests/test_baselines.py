@@ -10,7 +10,6 @@ from conftest import DEMO_CFG, ROOT, make_cfg
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.trainer import build_trainer
 from e2mim_engine.seeding import set_random_seed
-from e2mim_trainers.kgcoop import resolve_kgcoop_settings
 from e2mim_clip.prompting import clip
 
 COCOOP_TINY = os.path.join(ROOT, "configs", "trainers", "CoCoOp", "demo_tiny.yaml")
@@ -193,6 +192,12 @@ def test_kgcoop_checkpoint_holds_only_the_context(demo_root, tmp_path):
     assert res["templates"] == ["a photo of a {}, a type of fruit."] and res["prompt_init"] == "a photo of a"
 
 
+def _kgcoop_settings(cfg):
+    """The keys KgCoOp reads, and the layout they were read from."""
+    c = cfg.TRAINER.KGCOOP
+    return {k: c[k] for k in c if k != "KEYS_FROM"}, c.KEYS_FROM
+
+
 def test_kgcoop_published_yaml_and_script_keys_load_unchanged(tmp_path):
     published = tmp_path / "vit_b16_ep100_ctxv1.yaml"
     published.write_text(KGCOOP_PUBLISHED_YAML)
@@ -201,23 +206,28 @@ def test_kgcoop_published_yaml_and_script_keys_load_unchanged(tmp_path):
     # KgCoOp's base2new_train.sh: TRAINER.COOP.{N_CTX, CSC, W, CLASS_TOKEN_POSITION}
     theirs = make_cfg("--trainer", "KgCoOp", "--config-file", published, "TRAINER.COOP.N_CTX", 4,
                       "TRAINER.COOP.CSC", False, "TRAINER.COOP.W", 8.0, "TRAINER.COOP.CLASS_TOKEN_POSITION", "end")
-    s_ours, node_ours = resolve_kgcoop_settings(ours)
-    s_theirs, node_theirs = resolve_kgcoop_settings(theirs)
-    assert (node_ours, node_theirs) == ("KGCOOP", "COOP")
-    assert dict(s_ours) == dict(s_theirs) == {"TEMPLATE_SET": "kgcoop", "N_CTX": 4, "CSC": False,
-                                              "CTX_INIT": "a photo of a", "PREC": "fp16",
-                                              "CLASS_TOKEN_POSITION": "end", "W": 8.0}
+    s_ours, node_ours = _kgcoop_settings(ours)
+    s_theirs, node_theirs = _kgcoop_settings(theirs)
+    assert (node_ours, node_theirs) == ("TRAINER.KGCOOP", "TRAINER.COOP")
+    assert s_ours == s_theirs == {"TEMPLATE_SET": "kgcoop", "N_CTX": 4, "CSC": False,
+                                  "CTX_INIT": "a photo of a", "PREC": "fp16",
+                                  "CLASS_TOKEN_POSITION": "end", "W": 8.0}
     assert ours.DATALOADER.TRAIN_X.BATCH_SIZE == theirs.DATALOADER.TRAIN_X.BATCH_SIZE == 128
     assert ours.OPTIM == theirs.OPTIM
+    # the published keys leave CoOp's own node at CoOp's defaults
+    assert theirs.TRAINER.COOP == make_cfg().TRAINER.COOP
     # their yaml without W (e.g. base2new_test.sh): KgCoOp's default weight 1.0
-    s, node = resolve_kgcoop_settings(make_cfg("--trainer", "KgCoOp", "--config-file", published))
-    assert node == "COOP" and s.W == 1.0 and s.CTX_INIT == "a photo of a"
+    s, node = _kgcoop_settings(make_cfg("--trainer", "KgCoOp", "--config-file", published))
+    assert node == "TRAINER.COOP" and s["W"] == 1.0 and s["CTX_INIT"] == "a photo of a" and s["N_CTX"] == 16
     # CTX_INIT False in KgCoOp's sense: random init with N_CTX vectors
-    s, _ = resolve_kgcoop_settings(make_cfg("TRAINER.COOP.CTX_INIT", False, "TRAINER.COOP.N_CTX", 16))
-    assert s.CTX_INIT == "" and s.N_CTX == 16
+    s, _ = _kgcoop_settings(make_cfg("--trainer", "KgCoOp", "TRAINER.COOP.CTX_INIT", False, "TRAINER.COOP.N_CTX", 16))
+    assert s["CTX_INIT"] == "" and s["N_CTX"] == 16
     # keys under both nodes: an error naming both
     with pytest.raises(ConfigError, match="TRAINER.COOP.W.*TRAINER.KGCOOP.N_CTX"):
-        resolve_kgcoop_settings(make_cfg("TRAINER.COOP.W", 2.0, "TRAINER.KGCOOP.N_CTX", 8))
-    # CoOp is unaffected: its CTX_INIT still means "random init" by default
+        make_cfg("--trainer", "KgCoOp", "TRAINER.COOP.W", 2.0, "TRAINER.KGCOOP.N_CTX", 8)
+    # CoOp is unaffected: its CTX_INIT is a string ("" = random init), it has no W, and
+    # KgCoOp's published keys mean nothing to it
     d = make_cfg()
-    assert not d.TRAINER.COOP.CTX_INIT and d.TRAINER.COOP.W is None and d.TRAINER.KGCOOP.W == 8.0
+    assert d.TRAINER.COOP.CTX_INIT == "" and "W" not in d.TRAINER.COOP and d.TRAINER.KGCOOP.W == 8.0
+    with pytest.raises(ConfigError, match="TRAINER.COOP.W"):
+        make_cfg("--trainer", "CoOp", "TRAINER.COOP.W", 8.0)

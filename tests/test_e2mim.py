@@ -151,7 +151,10 @@ def test_gradients_reach_context_and_critic_but_no_clip_weight(demo_root, tmp_pa
     ctx = trainer.model.prompt_learner.ctx
     assert ctx.grad is not None and ctx.grad.abs().sum() > 0
     critic = list(trainer.critic.parameters())
-    assert critic and all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic)
+    # The critic as a whole learns; single tensors may get an exactly-zero gradient (the DV
+    # bound is invariant to a constant shift of the score, so the last bias's is 0 analytically).
+    assert critic and all(p.grad is not None for p in critic)
+    assert sum(float(p.grad.abs().sum()) for p in critic) > 0
     assert all(not p.requires_grad and p.grad is None for p in clip_params(trainer))
     assert trainer.get_model_names() == ["prompt_learner", "mi_estimator"]
 

@@ -7,7 +7,7 @@ over the images of a batch and encodes all 77 token positions of each prompt.
 
 Here the prompts of all images in a group go through ONE call of the shared text encoder
 as a [n_images * n_classes, L, d] batch, with L cut at the longest prompt's end-of-text
-token (trainers/prompting.py): the same logits (tests/test_baselines.py checks them
+token (e2mim_clip.prompting): the same logits (tests/test_baselines.py checks them
 against a per-image, full-length reference) for a fraction of the compute.
 TRAINER.COCOOP.PROMPTS_PER_CALL bounds the prompts per call (images are grouped, at least
 one image per call); training accumulates the gradients of the groups, so memory stays
@@ -25,11 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_engine.errors import ConfigError
-from e2mim_engine.trainer import TRAINER_REGISTRY
-
-from .coop import PromptTrainer, compute_accuracy
+from e2mim_clip.prompt_trainer import PromptTrainer
 from e2mim_clip.prompting import PromptCLIP, PromptLearner
+from e2mim_engine.errors import ConfigError
+from e2mim_engine.evaluation import compute_accuracy
+from e2mim_engine.trainer import TRAINER_REGISTRY
 
 
 class CoCoOpPromptLearner(PromptLearner):
@@ -82,6 +82,7 @@ class CoCoOpCLIP(PromptCLIP):
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
     node = "COCOOP"
+    prompt_clip = CoCoOpCLIP
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -105,12 +106,6 @@ class CoCoOp(PromptTrainer):
         return CoCoOpPromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
                                    truncate=bool(c.TRUNCATE)).to(self.device)
 
-    def build_model(self):
-        clip_model = self.build_clip()
-        self.model = CoCoOpCLIP(clip_model, self.build_prompt_learner(clip_model))
-        optim, sched = self.build_optim_sched(self.model.prompt_learner)
-        self.register_model("prompt_learner", self.model.prompt_learner, optim, sched)
-
     @property
     def images_per_call(self):
         p = int(self.cfg.TRAINER.COCOOP.PROMPTS_PER_CALL)
@@ -122,8 +117,7 @@ class CoCoOp(PromptTrainer):
         n = self.images_per_call or B
         with self.precision.autocast():
             img = self.model.image_features(image)  # frozen encoder, no autograd
-        optim = self._optims["prompt_learner"]
-        optim.zero_grad(set_to_none=True)
+        self.model_zero_grad()
         # Groups of images: the per-group losses sum to the batch mean, and each group's
         # graph is freed by its backward, so memory is bounded by one group.
         total, outputs = 0.0, []
@@ -131,15 +125,10 @@ class CoCoOp(PromptTrainer):
             with self.precision.autocast():
                 logits = self.model.logits_from_features(img[i:i + n])
             loss = F.cross_entropy(logits.float(), label[i:i + n], reduction="sum") / B
-            self.detect_anomaly(loss)
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            self.model_backward(loss)
             total += loss.item()
             outputs.append(logits.detach())
-        if self.scaler is not None:
-            self.scaler.step(optim)
-            self.scaler.update()
-        else:
-            optim.step()
+        self.model_update()
         return {"loss": total, "acc": compute_accuracy(torch.cat(outputs), label)}
 
     def model_inference(self, image):

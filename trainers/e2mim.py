@@ -4,8 +4,8 @@ mutual-information (MI) estimator; class-wise visual Mixup explores between clas
 Our reading of the paper ("Generalizable Prompt Tuning for Vision-Language Models") is in
 docs/METHOD.md, with the config key behind every choice. The parts live elsewhere and are
 reusable: the MI estimator head in trainers/mi_estimators.py, the class-wise Mixup sampler
-and the Mixup arithmetic in e2mim_engine/data/mixup_sampler.py, the prompt learner and text
-encoder in trainers/prompting.py.
+and the Mixup arithmetic in e2mim_engine/data/mixup_sampler.py, the prompt learner, text
+encoder and hand-crafted view in e2mim_clip (prompting.py, prompt_trainer.py).
 
 One training step on a batch of B = 2m images [anchors..., partners...] (label(i_k) !=
 label(m + k), from ClassMixupBatchSampler):
@@ -24,18 +24,18 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_engine.data.data_manager import DataManager
+from e2mim_clip.prompt_trainer import PromptTrainer
+from e2mim_clip.prompting import cosine_consistency, encode_images
+from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler, mix, mix_targets, sample_lambda
 from e2mim_engine.errors import ConfigError
+from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.optim import build_lr_scheduler, build_optimizer
-from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.seeding import epoch_seed
+from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
 
-from .coop import PromptTrainer, compute_accuracy
 from .mi_estimators import MI_ESTIMATORS, build_mi_estimator
-from e2mim_clip.prompting import encode_images, handcrafted_text_features
-from e2mim_clip.templates import ENSEMBLE_TEMPLATES, TEMPLATE_SETS, dataset_template
 
 NODE = "TRAINER.E2MIM"
 CHOICES = {
@@ -167,27 +167,14 @@ class E2MIM(PromptTrainer):
                               f"DATALOADER.TRAIN_X.BATCH_SIZE must be >= 2 (got {bs}).")
 
     # ---- data --------------------------------------------------------------------------
-    def build_data_loader(self):
-        cfg = self.cfg
-        sampler_fn = (lambda items: mixup_batch_sampler(cfg, items)) if cfg.TRAINER.E2MIM.MIXUP else None
-        dm = DataManager(cfg, train_batch_sampler=sampler_fn,
-                         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
-        self.dm = dm
-        self.train_loader_x, self.val_loader, self.test_loader = dm.train_loader_x, dm.val_loader, dm.test_loader
-        self.num_classes, self.lab2cname, self.classnames = dm.num_classes, dm.lab2cname, dm.classnames
+    def train_batch_sampler(self, items):
+        return mixup_batch_sampler(self.cfg, items) if self.cfg.TRAINER.E2MIM.MIXUP else None
 
     # ---- model -------------------------------------------------------------------------
     def build_model(self):
         super().build_model()  # frozen CLIP + prompt learner, registered as "prompt_learner"
         cfg, c = self.cfg, self.cfg.TRAINER.E2MIM
-        templates = [dataset_template(cfg, self.dm.dataset, c.TEMPLATE_SET)]
-        if c.TEMPLATE_ENSEMBLE:
-            templates = ENSEMBLE_TEMPLATES + templates
-        self.templates = templates
-        # The hand-crafted view is frozen: encoded once for this run's class set.
-        with self.precision.autocast():
-            self.text_h = handcrafted_text_features(self.model.clip, self.classnames, templates,
-                                                    self.model.text_encoder)
+        self.build_handcrafted_view(c.TEMPLATE_SET, c.TEMPLATE_ENSEMBLE)
         self.consistency = self.mode["CONSISTENCY"]
         self.critic = None
         if self.consistency == "mi":
@@ -204,14 +191,12 @@ class E2MIM(PromptTrainer):
             optim = build_optimizer(self.critic, optim_cfg)
             sched = build_lr_scheduler(optim, optim_cfg)
             self.register_model("mi_estimator", self.critic, optim, sched)
-        logger.info(f"E2MIM: hand-crafted view {templates} ({len(self.classnames)} classes, encoded once); "
-                    f"consistency {self.consistency}"
+        logger.info(f"E2MIM: consistency {self.consistency}"
                     + (f" ({self.estimator_name}, beta {c.MI_WEIGHT}, critic {c.MI_LAYERS}x{c.MI_HIDDEN})"
                        if self.critic is not None else "")
                     + (f"; Mixup at {self.mode['MIX_LEVEL']} level, alpha {c.MIXUP_ALPHA}" if c.MIXUP else "; no Mixup")
                     + f"; inference {self.mode['INFERENCE']}")
         self._mix_gen = torch.Generator()  # seeded per epoch in before_epoch
-        self._eval_text = None
 
     def before_epoch(self):
         super().before_epoch()
@@ -224,8 +209,7 @@ class E2MIM(PromptTrainer):
     def _image_features(self, images):
         """Normalized features (float32), and the raw ones when feature-level mixing wants them."""
         if self.mode["MIX_LEVEL"] == "feature" and self.mode["FEATURE_MIX_SPACE"] == "unnormalized":
-            clip_model = self.model.clip
-            raw = clip_model.encode_image(images.type(clip_model.dtype)).float()
+            raw = encode_images(self.model.clip, images, normalize=False)
             return F.normalize(raw, dim=-1), raw
         feats = encode_images(self.model.clip, images)
         return feats, feats
@@ -273,7 +257,7 @@ class E2MIM(PromptTrainer):
                 loss_log = loss - c.MI_WEIGHT * mi.detach()
                 summary["mi"] = mi.item()
         elif self.consistency == "cosine":
-            loss_cos = 1.0 - (t_s.float() * self.text_h).sum(dim=-1).mean()
+            loss_cos = cosine_consistency(t_s, self.text_h)
             loss_opt = loss_log = loss + c.COS_WEIGHT * loss_cos
             summary["loss_cos"] = loss_cos.item()
         # A step without an MI term leaves the critic without gradients: step the prompt alone
@@ -309,11 +293,10 @@ class E2MIM(PromptTrainer):
     def model_inference(self, image):
         c = self.cfg.TRAINER.E2MIM
         with self.precision.autocast():
-            if self._eval_text is None:
-                self._eval_text = self.model.text_features().float()
+            text = self.eval_text_features()
             img = encode_images(self.model.clip, image)
         scale = self.model.logit_scale
-        logits_s = scale * img @ self._eval_text.t()
+        logits_s = scale * img @ text.t()
         if self.mode["INFERENCE"] == "soft":
             return logits_s
         w = c.ENSEMBLE_WEIGHT

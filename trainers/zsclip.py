@@ -1,39 +1,31 @@
 """Zero-shot CLIP with hand-crafted prompts (CoOp's ZeroshotCLIP and ZeroshotCLIP2)."""
 from yacs.config import CfgNode as CN
 
-from e2mim_engine.trainer import TRAINER_REGISTRY, TrainerBase
-
-from e2mim_clip.loader import load_clip
-from e2mim_clip.prompting import encode_images, handcrafted_text_features
-from e2mim_clip.templates import ENSEMBLE_TEMPLATES, dataset_template
+from e2mim_clip.prompt_trainer import ClipTrainer
+from e2mim_clip.prompting import encode_images
+from e2mim_engine.trainer import TRAINER_REGISTRY
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotCLIP(TrainerBase):
+class ZeroshotCLIP(ClipTrainer):
     """Classifies with the dataset's hand-crafted template (or, with ENSEMBLE, CoOp's 7
     ImageNet templates plus the dataset's). Text features are computed once."""
 
+    node = "ZSCLIP"
     ensemble_default = False
 
     @classmethod
     def extend_cfg(cls, cfg):
-        if "ZSCLIP" not in cfg.TRAINER:
+        if "ZSCLIP" not in cfg.TRAINER:  # shared by ZeroshotCLIP and ZeroshotCLIP2
             cfg.TRAINER.ZSCLIP = CN()
             cfg.TRAINER.ZSCLIP.PREC = "fp16"
-            cfg.TRAINER.ZSCLIP.TEMPLATE_SET = "coop"   # see trainers/templates.py
+            cfg.TRAINER.ZSCLIP.TEMPLATE_SET = "coop"   # a set of e2mim_clip.templates
             cfg.TRAINER.ZSCLIP.ENSEMBLE = False
 
     def build_model(self):
-        cfg, c = self.cfg, self.cfg.TRAINER.ZSCLIP
-        prec = self.set_precision(c.PREC, "TRAINER.ZSCLIP.PREC")
-        self.clip = load_clip(cfg.MODEL.BACKBONE.NAME, self.device, prec.weight_dtype,
-                              cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
-        templates = [dataset_template(cfg, self.dm.dataset, c.TEMPLATE_SET)]
-        if c.ENSEMBLE or self.ensemble_default:
-            templates = ENSEMBLE_TEMPLATES + templates
-        self.templates = templates
-        with prec.autocast():
-            self.text_features = handcrafted_text_features(self.clip, self.classnames, templates)
+        c = self.cfg_node()
+        self.clip = self.build_clip()
+        self.text_features = self.handcrafted_view(self.clip, c.TEMPLATE_SET, c.ENSEMBLE or self.ensemble_default)
         self.logit_scale = self.clip.logit_scale.exp().float()
 
     def model_inference(self, image):
@@ -57,5 +49,3 @@ class ZeroshotCLIP2(ZeroshotCLIP):
     """CoOp's name for the template-ensemble variant."""
 
     ensemble_default = True
-
-

@@ -1,0 +1,86 @@
+"""The trainer base of every CLIP method: one way to build the frozen CLIP in the method's
+precision, to encode a hand-crafted view once, and (for prompt methods) to build CoOp's
+prompt learner from a node's context keys and evaluate with class texts encoded once.
+
+A method names its config node (``node = "COOP"``); the node holds PREC and, for prompt
+methods, CoOp's context keys N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION.
+"""
+from e2mim_engine.trainer import TrainerBase
+from e2mim_engine.utils import logger
+
+from .loader import load_clip
+from .prompting import PromptCLIP, PromptLearner, handcrafted_text_features
+from .templates import ENSEMBLE_TEMPLATES, dataset_template
+
+
+class ClipTrainer(TrainerBase):
+    """A trainer on a frozen CLIP. Subclasses set ``node`` and fill in build_model."""
+
+    node = None
+
+    def cfg_node(self):
+        return self.cfg.TRAINER[self.node]
+
+    def build_clip(self):
+        """The frozen CLIP of MODEL.BACKBONE.NAME, weights in the node's PREC (also sets
+        self.precision and the grad scaler)."""
+        cfg = self.cfg
+        prec = self.set_precision(self.cfg_node().PREC, f"TRAINER.{self.node}.PREC")
+        return load_clip(cfg.MODEL.BACKBONE.NAME, self.device, prec.weight_dtype,
+                         cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
+
+    def handcrafted_view(self, clip_model, template_set, ensemble=False, text_encoder=None):
+        """Normalized class features [C, D] of this run's hand-crafted prompts, encoded once
+        (the view is frozen): the dataset's template from ``template_set``, with ``ensemble``
+        also CoOp's 7 ImageNet templates (averaged). Sets self.templates for results.json."""
+        templates = [dataset_template(self.cfg, self.dm.dataset, template_set)]
+        if ensemble:
+            templates = ENSEMBLE_TEMPLATES + templates
+        self.templates = templates
+        with self.precision.autocast():
+            return handcrafted_text_features(clip_model, self.classnames, templates, text_encoder)
+
+
+class PromptTrainer(ClipTrainer):
+    """CoOp's model (frozen CLIP + learnable context) registered as "prompt_learner"; class
+    text features are encoded once per evaluation. Methods override forward_backward and,
+    when their prompt learner differs, build_prompt_learner / build_model."""
+
+    prompt_clip = PromptCLIP
+
+    def build_prompt_learner(self, clip_model):
+        c = self.cfg_node()
+        return PromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
+                             csc=c.get("CSC", False),
+                             class_token_position=c.get("CLASS_TOKEN_POSITION", "end")).to(self.device)
+
+    def build_model(self):
+        clip_model = self.build_clip()
+        self.model = self.prompt_clip(clip_model, self.build_prompt_learner(clip_model))
+        optim, sched = self.build_optim_sched(self.model.prompt_learner)
+        self.register_model("prompt_learner", self.model.prompt_learner, optim, sched)
+
+    def build_handcrafted_view(self, template_set, ensemble=False, what=None):
+        """self.text_h: the frozen hand-crafted class features, through the model's encoder."""
+        self.text_h = self.handcrafted_view(self.model.clip, template_set, ensemble, self.model.text_encoder)
+        logger.info(f"{what or type(self).__name__}: hand-crafted prompts {self.templates} "
+                    f"({len(self.classnames)} classes, encoded once)")
+        return self.text_h
+
+    def set_model_mode(self, mode="train", names=None):
+        super().set_model_mode(mode, names)
+        self.model.clip.eval()  # frozen: dropout/batch-norm always in eval mode
+        self._eval_text = None
+
+    def eval_text_features(self):
+        """The learned class features, encoded once per test() (prompts do not change there)."""
+        if self._eval_text is None:
+            self._eval_text = self.model.text_features().float()
+        return self._eval_text
+
+    def model_inference(self, image):
+        with self.precision.autocast():
+            return self.model(image, self.eval_text_features())
+
+    def result_metadata(self):
+        return {"prompt_init": self.model.prompt_learner.prompt_prefix}
