@@ -24,15 +24,6 @@ from e2mim_clip.prompting import TextEncoder
 E2_TINY = os.path.join(ROOT, "configs", "trainers", "E2MIM", "demo_tiny.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    # Tiny models: two threads at most, so parallel jobs on the machine are not starved.
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
-
-
 def e2_cfg(root, out, *extra, seed=1):
     return make_cfg("--root", root, "--seed", seed, "--trainer", "E2MIM", "--dataset-config-file", DEMO_CFG,
                     "--config-file", E2_TINY, "--output-dir", out, "DATASET.NUM_SHOTS", 2,

@@ -3,8 +3,11 @@
 E2MIM ties two views of a prediction together (hand-crafted prompt p^h and soft
 prompt p^s) by maximising a variational lower bound on I(A; B) estimated with a
 small learnable critic T_phi(a, b).  Critic and prompts maximise the *same*
-bound, so the caller's loss is simply ``-beta * estimator(a, b)`` and both the
-critic's and the prompt's optimisers step on it.
+bound with one backward pass: the E2MIM trainer subtracts ``estimator(a, b)``
+from its loss with unit weight, so the critic ascends the bound at its own
+learning rate, and scales only the gradient that flows back into the soft
+prompt's input ``b`` by beta (``TRAINER.E2MIM.MI_WEIGHT``).  beta therefore sets
+how strongly the prompt is pulled, never how fast the critic learns.
 
 Public API
 ----------
