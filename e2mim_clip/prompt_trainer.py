@@ -5,12 +5,26 @@ prompt learner from a node's context keys and evaluate with class texts encoded 
 A method names its config node (``node = "COOP"``); the node holds PREC and, for prompt
 methods, CoOp's context keys N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION.
 """
+from yacs.config import CfgNode as CN
+
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
 from .loader import load_clip
 from .prompting import PromptCLIP, PromptLearner, handcrafted_text_features
 from .templates import ENSEMBLE_TEMPLATES, dataset_template
+
+
+def context_node(n_ctx=16, ctx_init="", csc=False, prec="fp16", class_token_position="end"):
+    """A method's config node holding CoOp's context keys (CoOp's defaults unless given);
+    the method adds its own keys to it."""
+    c = CN()
+    c.N_CTX = n_ctx
+    c.CSC = csc
+    c.CTX_INIT = ctx_init
+    c.PREC = prec
+    c.CLASS_TOKEN_POSITION = class_token_position
+    return c
 
 
 class ClipTrainer(TrainerBase):

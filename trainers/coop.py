@@ -1,8 +1,6 @@
 """CoOp: learnable context vectors in front of the class name (Zhou et al., IJCV 2022)."""
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
-
-from e2mim_clip.prompt_trainer import PromptTrainer
+from e2mim_clip.prompt_trainer import PromptTrainer, context_node
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
@@ -13,12 +11,7 @@ class CoOp(PromptTrainer):
 
     @classmethod
     def extend_cfg(cls, cfg):
-        cfg.TRAINER.COOP = CN()
-        cfg.TRAINER.COOP.N_CTX = 16
-        cfg.TRAINER.COOP.CSC = False
-        cfg.TRAINER.COOP.CTX_INIT = ""
-        cfg.TRAINER.COOP.PREC = "fp16"
-        cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
+        cfg.TRAINER.COOP = context_node()  # N_CTX 16, CSC False, CTX_INIT "", PREC fp16, end
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)

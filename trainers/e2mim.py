@@ -22,9 +22,8 @@ reaches the prompt), so beta does not change how fast the critic learns.
 """
 import torch
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
-from e2mim_clip.prompt_trainer import PromptTrainer
+from e2mim_clip.prompt_trainer import PromptTrainer, context_node
 from e2mim_clip.prompting import cosine_consistency, encode_images
 from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler, mix, mix_targets, sample_lambda
@@ -91,13 +90,8 @@ class E2MIM(PromptTrainer):
 
     @classmethod
     def extend_cfg(cls, cfg):
-        c = cfg.TRAINER.E2MIM = CN()
-        # Learnable view (CoOp's context keys).
-        c.N_CTX = 4
-        c.CTX_INIT = "a photo of a"
-        c.CSC = False
-        c.CLASS_TOKEN_POSITION = "end"
-        c.PREC = "fp16"
+        # Learnable view: CoOp's context keys.
+        c = cfg.TRAINER.E2MIM = context_node(n_ctx=4, ctx_init="a photo of a")
         # Hand-crafted view: the dataset's template from a named set, optionally ensembled
         # with CoOp's 7 ImageNet templates (ZeroshotCLIP2's set).
         c.TEMPLATE_SET = "coop"

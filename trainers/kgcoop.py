@@ -23,7 +23,7 @@ Keys under both nodes in one run are an error (one of them would be ignored).
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_clip.prompt_trainer import PromptTrainer
+from e2mim_clip.prompt_trainer import PromptTrainer, context_node
 from e2mim_clip.prompting import cosine_consistency
 from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.errors import ConfigError
@@ -54,12 +54,7 @@ class KgCoOp(PromptTrainer):
 
     @classmethod
     def extend_cfg(cls, cfg):
-        c = cfg.TRAINER.KGCOOP = CN()
-        c.N_CTX = 4
-        c.CSC = False
-        c.CTX_INIT = KGCOOP_CTX_INIT
-        c.PREC = "fp16"
-        c.CLASS_TOKEN_POSITION = "end"
+        c = cfg.TRAINER.KGCOOP = context_node(n_ctx=4, ctx_init=KGCOOP_CTX_INIT)
         c.W = 8.0                      # weight of 1 - mean cos(t^s, t^h)
         c.TEMPLATE_SET = "kgcoop"      # a set of e2mim_clip.templates
         c.KEYS_FROM = "TRAINER.KGCOOP"  # set by adapt_cfg_sources when KgCoOp's layout is read

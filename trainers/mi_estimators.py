@@ -163,16 +163,10 @@ class MIEstimator(nn.Module):
 
     name = "base"
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: int = DEFAULT_HIDDEN,
-        layers: int = DEFAULT_LAYERS,
-        in_dim_b: Optional[int] = None,
-        activation: str = "relu",
-    ) -> None:
+    def __init__(self, in_dim: int, **critic_options) -> None:
+        """``critic_options``: ConcatCritic's hidden, layers, in_dim_b, activation."""
         super().__init__()
-        self.critic = ConcatCritic(in_dim, hidden, layers, in_dim_b=in_dim_b, activation=activation)
+        self.critic = ConcatCritic(in_dim, **critic_options)
 
     # -- helpers -----------------------------------------------------------
     def _prepare(self, a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -253,10 +247,8 @@ class JSDEstimator(_MarginalPairsMixin, MIEstimator):
 
     name = "jsd"
 
-    def __init__(self, in_dim: int, hidden: int = DEFAULT_HIDDEN, layers: int = DEFAULT_LAYERS,
-                 in_dim_b: Optional[int] = None, activation: str = "relu",
-                 marginal: str = "all") -> None:
-        super().__init__(in_dim, hidden, layers, in_dim_b=in_dim_b, activation=activation)
+    def __init__(self, in_dim: int, marginal: str = "all", **critic_options) -> None:
+        super().__init__(in_dim, **critic_options)
         self.marginal = self._check_marginal(marginal)
 
     def _bound(self, a, b, generator):
@@ -281,11 +273,9 @@ class DVEstimator(_MarginalPairsMixin, MIEstimator):
 
     name = "dv"
 
-    def __init__(self, in_dim: int, hidden: int = DEFAULT_HIDDEN, layers: int = DEFAULT_LAYERS,
-                 in_dim_b: Optional[int] = None, activation: str = "relu",
-                 marginal: str = "all", bias_correction: bool = False,
-                 ma_rate: float = 0.01) -> None:
-        super().__init__(in_dim, hidden, layers, in_dim_b=in_dim_b, activation=activation)
+    def __init__(self, in_dim: int, marginal: str = "all", bias_correction: bool = False,
+                 ma_rate: float = 0.01, **critic_options) -> None:
+        super().__init__(in_dim, **critic_options)
         self.marginal = self._check_marginal(marginal)
         if not 0.0 < ma_rate <= 1.0:
             raise ValueError(f"MINE moving-average rate must be in (0, 1]; got ma_rate={ma_rate!r}")
