@@ -127,6 +127,26 @@ def cast_clip(model, dtype):
     return model
 
 
+def _file_sha256(path, _cache={}):
+    key = (os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path))
+    if key not in _cache:
+        _cache[key] = _sha256(path)
+    return _cache[key]
+
+
+def backbone_checksum(backbone, cache_dir=""):
+    """SHA256 of the weights MODEL.BACKBONE.NAME stands for (part of a run's identity), or
+    None for a random CLIP (its weights are fixed by its shape and seed)."""
+    if not backbone or backbone.startswith(RANDOM_PREFIX):
+        return None
+    if backbone in clip.available_models():
+        return clip.clip._MODELS[backbone].split("/")[-2]  # verified against the file by load_clip
+    if backbone in local_backbones():
+        return _file_sha256(local_backbones()[backbone].load()())
+    path = os.path.expanduser(backbone)
+    return _file_sha256(path) if os.path.isfile(path) else None
+
+
 def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=None):
     """Return a frozen CLIP in eval mode on ``device`` with weights in ``dtype``."""
     if not backbone:

@@ -10,7 +10,9 @@ from yacs.config import CfgNode as CN
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
-from .loader import load_clip
+from e2mim_engine.errors import ConfigError
+
+from .loader import backbone_checksum, load_clip
 from .prompting import PromptCLIP, PromptLearner, handcrafted_text_features
 from .templates import ENSEMBLE_TEMPLATES, dataset_template
 
@@ -40,8 +42,10 @@ class ClipTrainer(TrainerBase):
         self.precision and the grad scaler)."""
         cfg = self.cfg
         prec = self.set_precision(self.cfg_node().PREC, f"TRAINER.{self.node}.PREC")
-        return load_clip(cfg.MODEL.BACKBONE.NAME, self.device, prec.weight_dtype,
-                         cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
+        model = load_clip(cfg.MODEL.BACKBONE.NAME, self.device, prec.weight_dtype,
+                          cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
+        self.backbone_sha256 = backbone_checksum(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CACHE_DIR)
+        return model
 
     def handcrafted_view(self, clip_model, template_set, ensemble=False, text_encoder=None):
         """Normalized class features [C, D] of this run's hand-crafted prompts, encoded once
@@ -61,6 +65,13 @@ class PromptTrainer(ClipTrainer):
     when their prompt learner differs, build_prompt_learner / build_model."""
 
     prompt_clip = PromptCLIP
+
+    def validate_cfg(self, cfg):
+        super().validate_cfg(cfg)
+        c, node = cfg.TRAINER[self.node], f"TRAINER.{self.node}"
+        if not c.get("CTX_INIT") and (not isinstance(c.N_CTX, int) or c.N_CTX < 1):
+            raise ConfigError(f"{node}.N_CTX must be a positive integer (learnable context vectors), or set "
+                              f"{node}.CTX_INIT to initial words; got N_CTX {c.N_CTX!r}.")
 
     def build_prompt_learner(self, clip_model):
         c = self.cfg_node()

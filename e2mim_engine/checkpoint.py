@@ -1,7 +1,8 @@
 """Checkpoint files in Dassl's layout, written so an interruption never leaves a broken one.
 
-<dir>/model.pth.tar-<epoch> holds {state_dict, epoch, optimizer, scheduler, val_result};
-<dir>/checkpoint names the newest epoch file (the one a restarted run resumes from).
+<dir>/model.pth.tar-<epoch> holds {state_dict, epoch, optimizer, scheduler, val_result}
+(Dassl's keys) plus the run's identity; <dir>/checkpoint names the newest epoch file. For
+resuming, the run's manifest (e2mim_engine.run) is what decides which files belong together.
 """
 import os
 
@@ -26,26 +27,35 @@ def read_checkpoint_file(directory):
     return name if name and os.path.isfile(os.path.join(directory, name)) else None
 
 
-def save_checkpoint(state, directory, is_best=False, model_name="", keep=None):
-    epoch = state["epoch"]
-    fname = model_name or f"model.pth.tar-{epoch}"
+def epoch_file(epoch):
+    return f"model.pth.tar-{epoch}"
+
+
+def save_checkpoint(state, directory, model_name=""):
+    """Write the state as <directory>/<model_name or model.pth.tar-<epoch>>; an epoch file
+    also becomes the one <directory>/checkpoint names. Returns the file name."""
+    fname = model_name or epoch_file(state["epoch"])
     path = os.path.join(directory, fname)
     atomic_write(path, lambda f: torch.save(state, f), mode="wb")
     logger.info(f"Checkpoint saved to {path}")
-    if model_name:
-        return path
-    previous = read_checkpoint_file(directory)
-    atomic_write(os.path.join(directory, "checkpoint"), lambda f: f.write(fname + "\n"))
-    # The previous epoch file existed only so an interrupted run could resume.
-    if previous and previous != fname and previous.startswith("model.pth.tar-") and keep is not None:
-        prev_epoch = int(previous.rsplit("-", 1)[1])
-        if not keep(prev_epoch):
-            os.remove(os.path.join(directory, previous))
-    if is_best:
-        best = os.path.join(directory, "model-best.pth.tar")
-        atomic_write(best, lambda f: torch.save(state, f), mode="wb")
-        logger.info(f'Best checkpoint saved to "{best}"')
-    return path
+    if not model_name:
+        atomic_write(os.path.join(directory, "checkpoint"), lambda f: f.write(fname + "\n"))
+    return fname
+
+
+def prune_epoch_files(directory, keep_names, keep_epoch):
+    """Remove epoch files that are neither in ``keep_names`` nor kept by ``keep_epoch(epoch)``:
+    they existed only so that an interrupted run could resume."""
+    if not os.path.isdir(directory):
+        return
+    for f in os.listdir(directory):
+        if f.startswith("model.pth.tar-") and f not in keep_names:
+            try:
+                epoch = int(f.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if not keep_epoch(epoch):
+                os.remove(os.path.join(directory, f))
 
 
 def load_checkpoint(path):

@@ -6,7 +6,8 @@ import torch
 
 from .config import cfg_to_pairs, get_cfg_default, load_cfg_file, merge_cfg, merge_from_list, pairs_to_cfg
 from .data import DATASET_REGISTRY
-from .errors import UserError
+from .errors import ConfigError, UserError, user_message
+from .run import OutputLock
 from .trainer import TRAINER_REGISTRY, build_trainer
 from .seeding import set_random_seed
 from .utils import logger, setup_logger
@@ -101,6 +102,11 @@ def run(args):
     # Fail on unknown names before anything is written to the output folder.
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    with OutputLock(cfg.OUTPUT_DIR):  # one process writes a folder at a time
+        return _run_locked(args, cfg)
+
+
+def _run_locked(args, cfg):
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
@@ -116,6 +122,10 @@ def run(args):
         torch.backends.cudnn.benchmark = True
     trainer = build_trainer(cfg)
     if args.eval_only:
+        if not args.model_dir and trainer.get_model_names():
+            raise ConfigError(f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir (the OUTPUT_DIR of the "
+                              f"training run, with --load-epoch N or its best model): without it the "
+                              f"untrained {', '.join(trainer.get_model_names())} would be evaluated.")
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return trainer
@@ -130,10 +140,11 @@ def main(argv=None):
         run(args)
     except UserError as e:
         # One paragraph on stderr (and in log.txt if one was opened), no traceback.
-        print(f"error: {e}", file=sys.stderr)
+        msg = user_message(e)
+        print(f"error: {msg}", file=sys.stderr)
         for h in logger.handlers:
             if hasattr(h, "baseFilename"):
-                h.stream.write(f"error: {e}\n")
+                h.stream.write(f"error: {msg}\n")
                 h.flush()
         return 2
     return 0

@@ -6,6 +6,7 @@ Method keys are not here: each trainer declares its own node next to its code
 """
 import os
 
+import yaml
 from yacs.config import CfgNode as CN
 
 from .errors import ConfigError, closest
@@ -206,13 +207,26 @@ def load_cfg_file(cfg, path, what="config file"):
     if not os.path.isfile(path):
         raise ConfigError(f"The {what} {path} does not exist. Pass a yaml file under configs/ "
                           f"(e.g. configs/datasets/caltech101.yaml).")
-    loaded = []
-
-    def load():
+    try:
         with open(path) as f:
-            loaded.append(cfg.load_cfg(f))
-
-    _run_merge(cfg, load, path)
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"Cannot read the {what} {path}: {e.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"The {what} {path} is not valid YAML{where}: {problem}. Fix the file (keys and "
+                          f"values as in configs/trainers/CoOp/vit_b16_ep50.yaml).") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"The {what} {path} holds a {type(data).__name__}, not a mapping of config keys "
+                          f"(e.g. \"OPTIM:\\n  LR: 0.002\"). Fix the file.")
+    loaded = []
+    _run_merge(cfg, lambda: loaded.append(cfg.load_cfg(text)), path)
     return loaded[0]
 
 
@@ -230,6 +244,11 @@ def merge_from_file(cfg, path, what="config file"):
 
 
 def _check_pairs(opts, source):
+    flags = [str(o) for o in opts[::2] if str(o).startswith("--")]
+    if flags:
+        raise ConfigError(f"{flags[0]} appears among the trailing KEY VALUE pairs on {source}: flags come "
+                          f"first, then the KEY VALUE pairs. Move {flags[0]} (and its value) before the "
+                          f"first KEY.")
     if len(opts) % 2:
         raise ConfigError(f"Trailing options on {source} must come in KEY VALUE pairs; got "
                           f"{len(opts)} items: {' '.join(map(str, opts))}.")

@@ -14,15 +14,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import (learnable_state_dict, load_checkpoint, read_checkpoint_file, save_checkpoint)
+from .checkpoint import (epoch_file, learnable_state_dict, load_checkpoint, prune_epoch_files, read_checkpoint_file,
+                         save_checkpoint)
 from .data.data_manager import DataManager
 from .device import resolve_precision, select_device
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .evaluation import build_evaluator
 from .optim import build_lr_scheduler, build_optimizer
 from .registry import Registry
+from .run import check_identity, config_items, read_manifest, run_identity, write_manifest
 from .seeding import epoch_seed, set_random_seed
-from .utils import AverageMeter, MetricMeter, logger, write_json
+from .utils import AverageMeter, MetricMeter, logger, read_json, remove_stale_temp_files, write_json
 
 TRAINER_REGISTRY = Registry("trainer")
 
@@ -51,6 +53,9 @@ class TrainerBase:
         self._models, self._optims, self._scheds = OrderedDict(), OrderedDict(), OrderedDict()
         self._writer = None
         self.scaler = None
+        self.backbone_sha256 = None  # set by trainers that load weights (part of the run's identity)
+        self.finished = False
+        self.validate_cfg(cfg)
         self.check_cfg(cfg)
         self.device = select_device(cfg.USE_CUDA)
         self.start_epoch = self.epoch = 0
@@ -58,10 +63,24 @@ class TrainerBase:
         self.output_dir = cfg.OUTPUT_DIR
         self.build_data_loader()
         self.build_model()
+        self.identity = run_identity(cfg, self.backbone_sha256)
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
 
     # ---- hooks a method fills in -------------------------------------------------------
+    def validate_cfg(self, cfg):
+        """Start-up checks of the keys every trainer uses (base classes extend this chain;
+        a method's own checks go in check_cfg)."""
+        for key in ("DATALOADER.TRAIN_X.BATCH_SIZE", "DATALOADER.TEST.BATCH_SIZE"):
+            v = cfg.DATALOADER.TRAIN_X.BATCH_SIZE if key.startswith("DATALOADER.TRAIN_X") else cfg.DATALOADER.TEST.BATCH_SIZE
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{key} must be a positive integer (images per batch); got {v!r}.")
+        if not isinstance(cfg.OPTIM.MAX_EPOCH, int) or cfg.OPTIM.MAX_EPOCH < 0:
+            raise ConfigError(f"OPTIM.MAX_EPOCH must be an integer >= 0; got {cfg.OPTIM.MAX_EPOCH!r}.")
+        if not isinstance(cfg.DATALOADER.NUM_WORKERS, int) or cfg.DATALOADER.NUM_WORKERS < 0:
+            raise ConfigError(f"DATALOADER.NUM_WORKERS must be an integer >= 0 (0 = load in the main "
+                              f"process); got {cfg.DATALOADER.NUM_WORKERS!r}.")
+
     def check_cfg(self, cfg):
         pass
 
@@ -71,6 +90,23 @@ class TrainerBase:
         self.dm = dm
         self.train_loader_x, self.val_loader, self.test_loader = dm.train_loader_x, dm.val_loader, dm.test_loader
         self.num_classes, self.lab2cname, self.classnames = dm.num_classes, dm.lab2cname, dm.classnames
+        self.shots_drawn = self._count_shots()
+
+    def _count_shots(self):
+        """Training images per class as drawn ({min, max}), with a warning for the classes that
+        have fewer than DATASET.NUM_SHOTS (few-shot takes all images of such a class)."""
+        counts = {}
+        for d in self.dm.dataset.train_x:
+            counts[d.label] = counts.get(d.label, 0) + 1
+        if not counts:
+            return None
+        k = self.cfg.DATASET.NUM_SHOTS
+        short = sorted((n, self.lab2cname.get(label, label)) for label, n in counts.items() if 0 < k and n < k)
+        if short:
+            listed = ", ".join(f"{name} ({n})" for n, name in short[:10]) + (" ..." if len(short) > 10 else "")
+            logger.warning(f"Warning: {len(short)} of {len(counts)} classes have fewer than NUM_SHOTS={k} "
+                           f"training images and use all they have: {listed}")
+        return {"min": min(counts.values()), "max": max(counts.values())}
 
     def train_batch_sampler(self, items):
         """A batch sampler over the training items, or None for Dassl's train loader."""
@@ -139,7 +175,14 @@ class TrainerBase:
 
     def detect_anomaly(self, loss):
         if not torch.isfinite(loss).all():
-            raise FloatingPointError("Loss is infinite or NaN!")
+            what = "NaN" if torch.isnan(loss).any() else "infinite"
+            batch = getattr(self, "batch_idx", 0) + 1
+            nb = getattr(self, "num_batches", "?")
+            raise UserError(
+                f"The loss became {what} at epoch {self.epoch + 1}/{self.max_epoch}, batch {batch}/{nb} "
+                f"(lr {self.get_current_lr():.4e}): training stopped. Nothing of this epoch was saved; a "
+                f"restart resumes from the last finished epoch. Try a lower OPTIM.LR, or PREC fp32 if it "
+                f"happened in fp16/amp.")
 
     def _optimizers(self, names):
         return [self._optims[n] for n in self.get_model_names(names) if self._optims[n] is not None]
@@ -170,16 +213,33 @@ class TrainerBase:
         self.model_update(names)
 
     # ---- checkpoints -------------------------------------------------------------------
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Write <directory>/<name>/model.pth.tar-<epoch+1> (or model_name) for every model."""
-        keep = self._keep_epoch_file
-        for name in self.get_model_names():
-            save_checkpoint(
-                {"state_dict": learnable_state_dict(self._models[name]), "epoch": epoch + 1,
-                 "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
-                 "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
-                 "val_result": val_result},
-                os.path.join(directory, name), is_best=is_best, model_name=model_name, keep=keep)
+    def _checkpoint_state(self, name, epoch, val_result):
+        model = self._models[name]
+        state = learnable_state_dict(model)
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise UserError(f"The learnable tensors {bad} of '{name}' hold NaN or infinite values after epoch "
+                            f"{epoch + 1}: training stopped without saving them, so a restart resumes from the "
+                            f"last good epoch. Try a lower OPTIM.LR, or PREC fp32.")
+        return {"state_dict": state, "epoch": epoch + 1,
+                "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
+                "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
+                "val_result": val_result, "identity": dict(self.identity)}
+
+    def save_model(self, epoch, directory, val_result=None, model_name=""):
+        """Write <directory>/<name>/model.pth.tar-<epoch+1> (or model_name) for every model.
+
+        Epoch files of all models are written first, then the manifest that names them (the
+        unit a restart resumes from), then older epoch files are pruned: a kill at any instant
+        leaves one complete epoch for all models."""
+        states = {name: self._checkpoint_state(name, epoch, val_result) for name in self.get_model_names()}
+        files = {name: save_checkpoint(states[name], os.path.join(directory, name), model_name=model_name)
+                 for name in states}
+        if model_name or not files:
+            return
+        write_manifest(directory, epoch + 1, files, self.identity, config_items(self.cfg))
+        for name, fname in files.items():
+            prune_epoch_files(os.path.join(directory, name), {fname}, self._keep_epoch_file)
 
     def _keep_epoch_file(self, epoch):
         """Epoch files that stay on disk: CHECKPOINT_FREQ multiples and the last epoch.
@@ -187,23 +247,54 @@ class TrainerBase:
         f = self.cfg.TRAIN.CHECKPOINT_FREQ
         return epoch == self.max_epoch or (f > 0 and epoch % f == 0)
 
-    def resume_model_if_exist(self, directory):
+    def _resume_files(self, directory):
+        """{model name: epoch file} to resume from: the manifest's (identity checked), or for a
+        folder written without one, each model's checkpoint file (all of the same epoch)."""
         names = self.get_model_names()
-        files = [read_checkpoint_file(os.path.join(directory, n)) for n in names]
-        if not names or all(f is None for f in files):
-            return 0
-        if any(f is None for f in files):
-            have = [n for n, f in zip(names, files) if f]
-            lack = [n for n, f in zip(names, files) if not f]
+        manifest = read_manifest(directory)
+        if manifest is not None:
+            check_identity(directory, manifest.get("identity", {}), self.identity, manifest.get("config"),
+                           config_items(self.cfg))
+            files = manifest["models"]
+            if sorted(files) != sorted(names):
+                raise UserError(f"{directory} holds checkpoints of the models {sorted(files)}, this run has "
+                                f"{sorted(names)}: it was written by another trainer. Use a new --output-dir.")
+            missing = [os.path.join(directory, n, f) for n, f in files.items()
+                       if not os.path.isfile(os.path.join(directory, n, f))]
+            if missing:
+                raise UserError(f"The checkpoint manifest of {directory} names files that are gone: {missing}. "
+                                f"Delete the folder to start over.")
+            return files, manifest["epoch"]
+        found = {n: read_checkpoint_file(os.path.join(directory, n)) for n in names}
+        if not names or all(f is None for f in found.values()):
+            return None, 0
+        if any(f is None for f in found.values()):
+            have = [n for n, f in found.items() if f]
+            lack = [n for n, f in found.items() if not f]
             raise UserError(f"{directory} holds checkpoints for {have} but not for {lack}: it was written by a "
                             f"run with other settings. Use a new --output-dir, or delete the folder to start over.")
+        epochs = {n: int(f.rsplit("-", 1)[1]) if f.startswith("model.pth.tar-") else None for n, f in found.items()}
+        if len(set(epochs.values())) > 1:
+            raise UserError(f"{directory} holds checkpoints of different epochs ({epochs}): the run was "
+                            f"interrupted while saving. Delete the folder to start over.")
+        return found, next(iter(epochs.values()))
+
+    def resume_model_if_exist(self, directory):
+        for name in self.get_model_names():
+            remove_stale_temp_files(os.path.join(directory, name))
+        remove_stale_temp_files(directory)
+        files, _ = self._resume_files(directory)
+        if files is None:
+            return 0
         logger.info("*" * 60)
         logger.info(f"Found checkpoint at {directory} (will resume training)")
         logger.info("*" * 60)
         start_epoch = 0
-        for name, fname in zip(names, files):
+        for name, fname in files.items():
             path = os.path.join(directory, name, fname)
             ckpt = load_checkpoint(path)
+            if ckpt.get("identity") is not None:
+                check_identity(path, ckpt["identity"], self.identity)
             logger.info(f'Loading checkpoint from "{path}"')
             self._load_state(name, ckpt["state_dict"], path)
             if self._optims[name] is not None and ckpt.get("optimizer"):
@@ -214,7 +305,7 @@ class TrainerBase:
                 logger.info("Loaded scheduler")
             start_epoch = ckpt["epoch"]
             logger.info(f"Previous epoch: {start_epoch}")
-        best = os.path.join(directory, names[0], "model-best.pth.tar")
+        best = os.path.join(directory, self.get_model_names()[0], "model-best.pth.tar")
         if os.path.isfile(best):
             # best_val selection continues against the best result seen before the restart
             val = load_checkpoint(best).get("val_result")
@@ -228,7 +319,7 @@ class TrainerBase:
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        model_file = "model-best.pth.tar" if epoch is None else epoch_file(epoch)
         for name in self.get_model_names(names):
             path = os.path.join(directory, name, model_file)
             if not os.path.exists(path):
@@ -290,7 +381,14 @@ class TrainerBase:
 
     def before_train(self):
         directory = self.cfg.RESUME or self.output_dir
+        if self.cfg.RESUME and not os.path.isdir(self.cfg.RESUME):
+            raise UserError(f"--resume {self.cfg.RESUME}: no such folder. Pass the OUTPUT_DIR of the run to "
+                            f"resume (or leave --resume out: a run restarted into its own folder resumes).")
         self.start_epoch = self.resume_model_if_exist(directory)
+        # The epoch the loaded weights come from, in case no epoch runs (results.json names it).
+        self.epoch = max(self.start_epoch - 1, 0)
+        # results.json is removed when training starts, so this run's is from its final test.
+        self.finished = self.start_epoch >= self.max_epoch and self._has_results()
         if self.start_epoch < self.max_epoch:
             # A results.json left from an earlier run would make this unfinished run look done.
             stale = os.path.join(self.output_dir, "results.json")
@@ -316,7 +414,21 @@ class TrainerBase:
         # CHECKPOINT_FREQ multiple nor the last epoch are removed when the next one lands.
         self.save_model(self.epoch, self.output_dir)
 
+    def _has_results(self):
+        """True when OUTPUT_DIR/results.json exists and is this run's."""
+        path = os.path.join(self.output_dir, "results.json")
+        try:
+            res = read_json(path)
+        except (OSError, ValueError):
+            return False
+        return res.get("identity") == dict(self.identity)
+
     def after_train(self):
+        if self.finished:
+            logger.info(f"This run has already finished ({self.max_epoch} epochs) and its results are in "
+                        f"{os.path.join(self.output_dir, 'results.json')}: nothing to do.")
+            self.close_writer()
+            return
         logger.info("Finish training")
         if not self.cfg.TEST.NO_TEST:
             if self.cfg.TEST.FINAL_MODEL == "best_val":
@@ -394,7 +506,9 @@ class TrainerBase:
         if "perclass_accuracy" in results:
             out["perclass_accuracy"] = results["perclass_accuracy"]
         out["epoch"] = self.epoch + 1 if self._models else 0
+        out["shots_drawn"] = getattr(self, "shots_drawn", None)
         out.update(self.result_metadata())
         out["precision"] = getattr(getattr(self, "precision", None), "name", None)
         out["device"] = self.device.type
+        out["identity"] = dict(self.identity)
         write_json(out, os.path.join(self.output_dir, "results.json"))

@@ -9,6 +9,8 @@ import tempfile
 import time
 from collections import defaultdict
 
+from .errors import storage_error
+
 
 logger = logging.getLogger("e2mim")
 
@@ -30,11 +32,14 @@ def setup_logger(output_dir=None):
     logger.addHandler(console)
     if not output_dir:
         return None
-    os.makedirs(output_dir, exist_ok=True)
+    makedirs(output_dir)
     path = os.path.join(output_dir, "log.txt")
     if os.path.exists(path):
         path += time.strftime("-%Y-%m-%d-%H-%M-%S")
-    fh = logging.FileHandler(path, encoding="utf-8")
+    try:
+        fh = logging.FileHandler(path, encoding="utf-8")
+    except OSError as e:
+        raise storage_error(path, e) from None
     fh.setFormatter(fmt)
     logger.addHandler(fh)
     return path
@@ -69,19 +74,56 @@ class MetricMeter:
         return self.delimiter.join(f"{k} {m.val:.4f} ({m.avg:.4f})" for k, m in self.meters.items())
 
 
-def atomic_write(path, write_fn, mode="w"):
-    """Write through a temp file in the same folder and rename: readers never see half a file."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+TEMP_SUFFIX = ".tmp"
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def makedirs(path):
+    """os.makedirs that reports a failure as one paragraph naming the folder."""
     try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise storage_error(path, e, "create the folder") from None
+
+
+def atomic_write(path, write_fn, mode="w"):
+    """Write through a temp file in the same folder, flushed to disk, then rename: readers
+    (and a run restarted after a crash) never see half a file. The file gets the permissions
+    of the user's umask like any other (mkstemp alone would make it private)."""
+    d = os.path.dirname(os.path.abspath(path))
+    makedirs(d)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise storage_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise storage_error(path, e) from None
         raise
+
+
+def remove_stale_temp_files(directory):
+    """Delete temp files a killed atomic_write left in ``directory`` (``.<name>.<random>.tmp``)."""
+    if not os.path.isdir(directory):
+        return []
+    stale = [f for f in os.listdir(directory) if f.startswith(".") and f.endswith(TEMP_SUFFIX)]
+    for f in stale:
+        os.remove(os.path.join(directory, f))
+    return stale
 
 
 @contextlib.contextmanager
@@ -89,8 +131,9 @@ def atomic_folder(path):
     """Yield a temp folder next to ``path`` and rename it to ``path`` on success (removed on
     failure): a generated dataset is either complete or absent, never half-written."""
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    makedirs(parent)
     tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(path) + "-")
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
     try:
         yield tmp
         os.replace(tmp, path)
