@@ -1,9 +1,9 @@
 """Result tables for the benchmark protocols, several methods side by side.
 
 Reads every run folder under the given roots (our results.json, or Dassl's log.txt for
-runs made with the published repositories; layouts in e2mim_engine/results.py), and
+runs made with the published repositories; layouts in e2mim_tools.results.discovery), and
 prints base-to-new (per dataset base/new/HM, mean ± std over seeds, the average row as
-HM of the averaged base and new, DESIGN §7's published rows marked "reported"),
+HM of the averaged base and new, the published rows of e2mim_tools.published marked "reported"),
 cross-dataset, domain-generalization and few-shot tables. Runs that are missing or
 unfinished are listed; cells with fewer seeds than expected are flagged and never
 averaged silently.
@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from e2mim_tools.protocols import DEFAULT_SEEDS, XD_SOURCE
 from e2mim_tools.results import EXTENSIONS, RENDERERS, build_report
 
 
@@ -24,11 +25,11 @@ def build_parser():
     p.add_argument("roots", nargs="+", help="output folders to search for runs")
     p.add_argument("--tables", nargs="+", default=["base2new", "xd", "dg", "fewshot"],
                    choices=["base2new", "xd", "dg", "fewshot"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds every cell should have")
+    p.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, help="seeds every cell should have")
     p.add_argument("--datasets", nargs="+", help="base-to-new / few-shot datasets (yaml names; default: all found)")
     p.add_argument("--xd-datasets", nargs="+", help="cross-dataset targets (default: all found)")
     p.add_argument("--dg-datasets", nargs="+", help="domain-generalization targets (default: all found)")
-    p.add_argument("--xd-source", default="imagenet", help="the dataset cross-dataset models were trained on")
+    p.add_argument("--xd-source", default=XD_SOURCE, help="the dataset cross-dataset models were trained on")
     p.add_argument("--shots", nargs="+", type=int, help="few-shot columns (default: all found)")
     p.add_argument("--methods", nargs="+", help="only these trainers (Trainer or Trainer/cfg)")
     p.add_argument("--format", default="md", choices=sorted(RENDERERS), help="what to print")

@@ -6,7 +6,7 @@
 * ``base2new_bars``: per-dataset base/new accuracy bars (HM as a dot), methods side by side.
 * ``fewshot_curves``: accuracy against shots per dataset, zero-shot CLIP as a line.
 
-The last two draw the tables of e2mim_engine.results, so they show exactly the numbers the
+The last two draw the tables of e2mim_tools.results, so they show exactly the numbers the
 results tool prints (mean over seeds, std as error bars; incomplete cells hollow).
 """
 import math

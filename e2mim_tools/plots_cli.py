@@ -115,7 +115,7 @@ def main(argv=None):
         s.add_argument("--datasets", nargs="+")
         s.add_argument("--methods", nargs="+")
         if name == "bars":
-            s.add_argument("--no-reported", action="store_true", help="leave out DESIGN §7's published averages")
+            s.add_argument("--no-reported", action="store_true", help="leave out the published averages (e2mim_tools.published)")
     a = p.parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     if a.cmd == "tsne":

@@ -4,8 +4,8 @@ Importing torch, torchvision and clip takes 5-15 s per process on a small machin
 scripts start one train.py per job. The server imports everything once and forks a child
 per request; the child gets the client's stdin/stdout/stderr (passed over a Unix socket),
 working directory, environment and argv, and runs train.py as ``python train.py`` would
-(runpy, ``__main__``). The client is a stdlib-only stand-in for the interpreter, used as
-the scripts' ``PYTHON``:
+(runpy, ``__main__``; ``python -m MODULE ...`` likewise). The client is a stdlib-only
+stand-in for the interpreter, used as the scripts' ``PYTHON``:
 
     server = ForkServer(tmp_dir); PYTHON=server.client bash scripts/coop/base2new.sh
 """
@@ -43,7 +43,11 @@ def _child(req, fds):
         # threads are several times slower than one.
         torch.set_num_threads(int(os.environ.get("FORKSERVER_THREADS", "1")))
         try:
-            runpy.run_path(sys.argv[0], run_name="__main__")
+            if sys.argv[0] == "-m":  # the scripts read their settings with python -m e2mim_tools.protocols
+                sys.argv = sys.argv[1:]
+                runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(sys.argv[0], run_name="__main__")
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

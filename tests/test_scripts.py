@@ -11,11 +11,38 @@ import subprocess
 import pytest
 
 from conftest import ROOT
+from e2mim_tools import protocols
 from e2mim_tools.results import build_report
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from forkserver import ForkServer
 
-METHODS = {"coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "zsclip": "ZeroshotCLIP", "e2mim": "E2MIM"}
+METHODS = {m.folder: m.trainer for m in protocols.METHODS}
+SCRIPTS_DIR = os.path.join(ROOT, "scripts")
+
+
+def test_methods_table_and_script_folders_agree():
+    """Each method of the table has its folder of links to the one protocol script, and
+    every folder of scripts/ (but lib/) is a method of the table."""
+    folders = {d for d in os.listdir(SCRIPTS_DIR) if os.path.isdir(os.path.join(SCRIPTS_DIR, d)) and d != "lib"}
+    assert folders == set(METHODS)
+    assert len(METHODS) == len(protocols.METHODS)  # one line per folder
+    for m in protocols.METHODS:
+        d = os.path.join(SCRIPTS_DIR, m.folder)
+        assert sorted(os.listdir(d)) == sorted(protocols.SCRIPTS), m.folder
+        for name in protocols.SCRIPTS:
+            assert os.readlink(os.path.join(d, name)) == protocols.SCRIPT_TARGET, (m.folder, name)
+        assert os.path.isdir(os.path.join(ROOT, "configs", "trainers", m.trainer)), m.trainer
+    assert os.path.isfile(os.path.join(SCRIPTS_DIR, "lib", "protocol_script.sh"))
+
+
+def test_layouts_are_what_the_results_tool_reads():
+    from e2mim_tools.results import classify
+
+    f = dict(phase="train_base", dataset="dtd", shots=16, trainer="CoOp", cfg="c", seed=2)
+    for layout, protocol in (("base2new", "base2new"), ("xd", "xd"), ("xd_source", "xd"), ("fewshot", "fewshot")):
+        run = classify(os.path.join("out", protocols.LAYOUTS[layout].format(**f)))
+        assert (run.protocol, run.dataset, run.trainer, run.cfg, run.shots, run.seed) == \
+            (protocol, "dtd", "CoOp", "c", 16, 2), layout
 
 
 @pytest.fixture(scope="module")

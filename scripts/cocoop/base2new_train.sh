@@ -1,5 +1,1 @@
-#!/usr/bin/env bash
-# CoCoOp: Base-to-new, one job: train on the base classes (DATASET.SUBSAMPLE_CLASSES base).
-# Usage: scripts/cocoop/base2new_train.sh [--data DIR] [--output DIR] DATASET SEED   (settings: scripts/lib/protocols.sh)
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
-main b2n_train "$@"
+../lib/protocol_script.sh

@@ -1,5 +1,1 @@
-#!/usr/bin/env bash
-# E2MIM: The whole domain-generalization protocol: the ImageNet model (trained if needed) on $DG_DATASETS.
-# Usage: scripts/e2mim/dg.sh [--data DIR] [--output DIR]   (settings: scripts/lib/protocols.sh)
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
-main dg_all "$@"
+../lib/protocol_script.sh

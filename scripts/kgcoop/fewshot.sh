@@ -1,5 +1,1 @@
-#!/usr/bin/env bash
-# KgCoOp: The whole few-shot protocol: every dataset x shots in $SHOTS_LIST x seed, all classes.
-# Usage: scripts/kgcoop/fewshot.sh [--data DIR] [--output DIR]   (settings: scripts/lib/protocols.sh)
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/protocols.sh"
-main fewshot_all "$@"
+../lib/protocol_script.sh

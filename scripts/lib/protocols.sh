@@ -1,8 +1,11 @@
 # Shared body of the protocol scripts in scripts/<method>/ (sourced, never run directly).
 #
-# A script in scripts/<method>/ sources scripts/<method>/config.sh (TRAINER, its cfg per
-# protocol, ZERO_SHOT) through this file and calls one function below. Settings come from
-# the environment or from options before the positional arguments:
+# Every scripts/<method>/<script>.sh is a link to scripts/lib/protocol_script.sh, which
+# sources this file and calls the function of its name. The method is the folder's name:
+# its line in the methods table of e2mim_tools/protocols.py (TRAINER, its cfg per protocol,
+# zero-shot or not), where the default datasets, seeds, shots and the output tree are
+# defined too (python -m e2mim_tools.protocols shell <method> prints what is read here).
+# Settings come from the environment or from options before the positional arguments:
 #
 #   DATA       dataset root (required; or --data DIR)
 #   OUTPUT     output root (default: <repo>/output; or --output DIR)
@@ -12,44 +15,47 @@
 #   SEEDS      default "1 2 3" (or --seeds "1 2 3");  SHOTS (default 16);  SHOTS_LIST "1 2 4 8 16"
 #   CFG        one trainer cfg (configs/trainers/<Trainer>/<CFG>.yaml) for every protocol (or --cfg)
 #   BACKBONE   passed as --backbone (e.g. random:tiny);  OPTS   extra "KEY VALUE ..." pairs
+#   TRAINER_OPTS  more KEY VALUE pairs for every job (e.g. "TRAINER.ZSCLIP.ENSEMBLE True")
 #   LOADEP     epoch evaluated by the test scripts (default: OPTIM.MAX_EPOCH of OPTS or the cfg)
 #   PYTHON     interpreter (default: <repo>/.venv/bin/python if present, else python)
 #   KEEP_GOING=1  a whole-protocol script goes on after a failed job (and fails at the end)
 #
 # A job whose folder holds results.json is skipped; a folder without it (an interrupted
 # run) is run again with the same command, which resumes from its last checkpoint.
-# Output tree (DESIGN §2):
+# Output tree (LAYOUTS in e2mim_tools/protocols.py):
 #   base2new/{train_base,test_new}/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>
 #   <source>/<Trainer>/<cfg>_<K>shots/seed<S>   evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S>
 #   fewshot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>   (zero-shot CLIP: shots_0)
 set -euo pipefail
 
-METHOD_DIR=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-ZERO_SHOT=0
-TRAINER_OPTS=""
-# shellcheck source=/dev/null
-source "$METHOD_DIR/config.sh"
+die() { echo "error: $*" >&2; exit 2; }
 
-DATA=${DATA:-}
-OUTPUT=${OUTPUT:-$REPO/output}
-DATASETS=${DATASETS:-imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}
-XD_DATASETS=${XD_DATASETS:-caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}
-DG_DATASETS=${DG_DATASETS:-imagenetv2 imagenet_sketch imagenet_a imagenet_r}
-XD_SOURCE=${XD_SOURCE:-imagenet}
-SEEDS=${SEEDS:-1 2 3}
-SHOTS=${SHOTS:-16}
-SHOTS_LIST=${SHOTS_LIST:-1 2 4 8 16}
-OPTS=${OPTS:-}
-BACKBONE=${BACKBONE:-}
-KEEP_GOING=${KEEP_GOING:-0}
+METHOD=$(basename "$(dirname "${BASH_SOURCE[1]}")")   # scripts/<method>/<script>, as typed (not the link's target)
+SCRIPT=$(basename "${BASH_SOURCE[1]}")
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python; fi
 fi
+# TRAINER CFG_B2N CFG_XD CFG_FS ZERO_SHOT, DEFAULT_<setting>, JOB and b2n_dir xd_dir eval_dir fewshot_dir
+SETTINGS=$(cd "$REPO" && "$PYTHON" -m e2mim_tools.protocols shell "$METHOD" "$SCRIPT") ||
+  die "cannot read the settings of $METHOD/$SCRIPT (\$PYTHON -m e2mim_tools.protocols shell $METHOD $SCRIPT, PYTHON=$PYTHON)"
+eval "$SETTINGS"
+TRAINER_OPTS=${TRAINER_OPTS:-}
+
+DATA=${DATA:-}
+OUTPUT=${OUTPUT:-$REPO/output}
+DATASETS=${DATASETS:-$DEFAULT_DATASETS}
+XD_DATASETS=${XD_DATASETS:-$DEFAULT_XD_DATASETS}
+DG_DATASETS=${DG_DATASETS:-$DEFAULT_DG_DATASETS}
+XD_SOURCE=${XD_SOURCE:-$DEFAULT_XD_SOURCE}
+SEEDS=${SEEDS:-$DEFAULT_SEEDS}
+SHOTS=${SHOTS:-$DEFAULT_SHOTS}
+SHOTS_LIST=${SHOTS_LIST:-$DEFAULT_SHOTS_LIST}
+OPTS=${OPTS:-}
+BACKBONE=${BACKBONE:-}
+KEEP_GOING=${KEEP_GOING:-0}
 if [ -n "${CFG:-}" ]; then CFG_B2N=$CFG; CFG_XD=$CFG; CFG_FS=$CFG; fi
 FAILED=()
-
-die() { echo "error: $*" >&2; exit 2; }
 
 # Options before the positional arguments; the rest is left in ARGS.
 parse_options() {
@@ -145,10 +151,6 @@ eval_model() {  # DIR DATASET SEED CFG MODEL_DIR [KEY VALUE ...]: evaluate a tra
   run_job "$dir" "${args[@]}" --model-dir "$model_dir" --load-epoch "$(load_epoch "$cfg")" --eval-only "$@"
 }
 
-b2n_dir() { echo "$OUTPUT/base2new/$1/$2/shots_$SHOTS/$TRAINER/$CFG_B2N/seed$3"; }  # PHASE DATASET SEED
-xd_dir() { echo "$OUTPUT/$XD_SOURCE/$TRAINER/${CFG_XD}_${SHOTS}shots/seed$1"; }        # SEED
-eval_dir() { echo "$OUTPUT/evaluation/$TRAINER/${CFG_XD}_${SHOTS}shots/$1/seed$2"; }   # DATASET SEED
-
 # ---- one job ---------------------------------------------------------------------------
 b2n_train() {  # DATASET SEED
   need 2 "DATASET SEED" "$@"
@@ -177,7 +179,7 @@ fewshot_job() {  # DATASET SHOTS SEED (zero-shot CLIP: SHOTS 0, evaluation only)
   local k=$2 extra=()
   [ "$ZERO_SHOT" = 1 ] && k=0
   [ "$k" = 0 ] || extra=(DATASET.NUM_SHOTS "$k")
-  train_or_eval "$OUTPUT/fewshot/$1/shots_$k/$TRAINER/$CFG_FS/seed$3" "$1" "$3" "$CFG_FS" ${extra[@]+"${extra[@]}"}
+  train_or_eval "$(fewshot_dir "$1" "$k" "$3")" "$1" "$3" "$CFG_FS" ${extra[@]+"${extra[@]}"}
 }
 
 # ---- whole protocols ---------------------------------------------------------------------
@@ -216,9 +218,8 @@ fewshot_all() {
   finish
 }
 
-# Entry point of every script: main FUNCTION "$@"
+# Entry point of every script (scripts/lib/protocol_script.sh): main "$@" runs JOB
 main() {
-  local fn=$1; shift
   parse_options "$@"
-  "$fn" "${ARGS[@]+"${ARGS[@]}"}"
+  "$JOB" "${ARGS[@]+"${ARGS[@]}"}"
 }

@@ -1,0 +1,136 @@
+"""Finding run folders (seed<S>) under output roots and reading their results.
+
+Layouts read (below any prefix): the output tree the protocol scripts write
+(e2mim_tools.protocols.LAYOUTS; base-to-new also with test_base and a suffix after
+shots_<K>), and CoOp's own few-shot layout (its scripts/coop/main.sh):
+
+  <dataset>/<Trainer>/<cfg>_<K>shots/nctx<N>_csc<C>_ctp<P>/seed<S>
+
+A run's accuracy comes from its results.json (our runs) or, for runs made with the
+published repositories, from Dassl's log.txt (e2mim_tools.results.dassl_log).
+"""
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..protocols import LAYOUTS
+from .dassl_log import log_files, parse_dassl_log
+
+_SEG = r"[^/]+"
+_NUM = r"\d+"
+
+
+def _layout(layout, **groups):
+    """(regex, format) of a folder layout: each {field} a named group (one path segment, or
+    the regex given), after any prefix; the format rebuilds the folder from the groups."""
+    parts = re.split(r"\{(\w+)\}", layout)
+    rx = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{groups.get(p, _SEG)})" for i, p in enumerate(parts))
+    return re.compile(rf"^(?P<prefix>(?:.*/)?){rx}$"), "{prefix}" + layout
+
+
+def _pattern(protocol, layout, **groups):
+    return (protocol, *_layout(layout, seed=_NUM, shots=_NUM, **groups))
+
+
+PATTERNS = [  # (protocol, regex, format of the folder for listing missing runs); the first match wins
+    _pattern("base2new", LAYOUTS["base2new"].replace("shots_{shots}", "shots_{shots}{shots_tail}"),
+             phase="train_base|test_base|test_new", shots_tail="[^/]*"),
+    _pattern("xd", LAYOUTS["xd"]),
+    _pattern("fewshot", LAYOUTS["fewshot"]),
+    _pattern("xd_source", LAYOUTS["xd_source"]),
+    _pattern("coop_fewshot", "{dataset}/{trainer}/{cfg0}_{shots}shots/{variant}/seed{seed}", variant=f"nctx{_SEG}"),
+]
+FORMATS = {name: fmt for name, _, fmt in PATTERNS}
+
+
+def read_result(output_dir):
+    path = os.path.join(output_dir, "results.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_run_result(directory):
+    """(result dict, source) for a run folder, or (None, None) when it has no result yet.
+    results.json wins; otherwise the newest log with a finished result."""
+    res = read_result(directory)
+    if res is not None and "accuracy" in res:
+        return res, "results.json"
+    for path in reversed(log_files(directory)):
+        with open(path, errors="replace") as f:
+            res = parse_dassl_log(f.read())
+        if res is not None:
+            return res, os.path.basename(path)
+    return None, None
+
+
+@dataclass
+class Run:
+    protocol: str            # base2new | xd | fewshot
+    role: str                # base | new (base2new); source | target (xd); test (fewshot)
+    dataset: str             # yaml name, from the folder
+    trainer: str
+    cfg: str
+    shots: int
+    seed: int
+    path: str
+    accuracy: Optional[float] = None
+    source: Optional[str] = None   # results.json or the log file it came from
+    fields: dict = field(default_factory=dict, repr=False)
+    fmt: str = field(default="", repr=False)
+
+    @property
+    def finished(self):
+        return self.accuracy is not None
+
+    def where(self, fmt=None, **changes):
+        """The folder of the same run with another dataset/seed/phase/shots (or, with
+        ``fmt``, the same fields in another protocol's folder layout)."""
+        f = dict(self.fields)
+        f.update({k: str(v) for k, v in changes.items()})
+        return (fmt or self.fmt).format(**f)
+
+
+def classify(path):
+    """A Run (without its result) for a run folder path, or None if it is no protocol's."""
+    p = path.replace(os.sep, "/").rstrip("/")
+    for protocol, rx, fmt in PATTERNS:
+        m = rx.match(p)
+        if not m:
+            continue
+        f = m.groupdict()
+        if protocol == "base2new":
+            role = "new" if f["phase"] == "test_new" else "base"
+        elif protocol == "xd":
+            role = "target"
+        elif protocol == "xd_source":
+            protocol, role = "xd", "source"
+        else:
+            role = "test"
+        if protocol == "coop_fewshot":
+            protocol, f["cfg"] = "fewshot", f"{f['cfg0']}/{f['variant']}"
+        return Run(protocol, role, f["dataset"], f["trainer"], f["cfg"], int(f["shots"]), int(f["seed"]),
+                   path, fields={k: v for k, v in f.items() if v is not None}, fmt=fmt)
+    return None
+
+
+def find_runs(roots):
+    """Every run folder (seed<S>) under the roots, classified and with its result read."""
+    runs = []
+    for root in [roots] if isinstance(roots, str) else roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            if not re.fullmatch(r"seed\d+", os.path.basename(dirpath)):
+                continue
+            dirnames[:] = []  # nothing protocol-level below a run folder
+            run = classify(os.path.normpath(dirpath))
+            if run is None:
+                continue
+            res, src = read_run_result(dirpath)
+            if res is not None:
+                run.accuracy, run.source = float(res["accuracy"]), src
+            runs.append(run)
+    return runs
