@@ -430,3 +430,11 @@ def test_user_message_unwraps_worker_errors():
                         "e2mim_engine.errors.DataError: Cannot read image /a/b.png: truncated.\n")
     assert user_message(wrapped) == "Cannot read image /a/b.png: truncated."
     assert user_message(DataError("plain")) == "plain"
+
+
+def test_protocol_script_stops_on_a_dataset_typo_before_any_run(tmp_path):
+    env = dict(os.environ, DATASETS="caltech101 caltec101", PYTHON=sys.executable)
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "coop", "base2new.sh"), "--data", str(tmp_path),
+                        "--output", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown dataset name(s): caltec101.")
+    assert "caltech101" in r.stderr and not (tmp_path / "out").exists()

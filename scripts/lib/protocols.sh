@@ -221,5 +221,18 @@ fewshot_all() {
 # Entry point of every script (scripts/lib/protocol_script.sh): main "$@" runs JOB
 main() {
   parse_options "$@"
+  check_dataset_names
   "$JOB" "${ARGS[@]+"${ARGS[@]}"}"
+}
+
+# Every dataset name a job may use must have its yaml: a typo stops the script before any
+# train.py runs, not after hours of the datasets before it.
+check_dataset_names() {
+  local bad=() d
+  for d in $DATASETS $XD_DATASETS $DG_DATASETS $XD_SOURCE; do
+    [ -f "$REPO/configs/datasets/$d.yaml" ] || bad+=("$d")
+  done
+  if [ ${#bad[@]} -gt 0 ]; then
+    die "unknown dataset name(s): ${bad[*]}. Valid names (configs/datasets/*.yaml): $(cd "$REPO/configs/datasets" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
+  fi
 }
