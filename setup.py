@@ -29,6 +29,7 @@ setup(
         "pillow",
         "scipy",
         "matplotlib",  # plots
+        "submitit",  # SLURM backend of the sweep runner
     ],
     extras_require={"test": ["pytest>=7", "import-linter>=2"]},
     entry_points={
