@@ -6,8 +6,8 @@ import random
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_and_split_data, read_split, save_split
-from e2mim_engine.utils import atomic_folder, logger
+from e2mim_engine.data import DATASET_REGISTRY, ZooDataset
+from e2mim_engine.utils import atomic_folder
 
 # class name -> (base colour, shape)
 CLASSES = {
@@ -65,23 +65,14 @@ def generate(dataset_dir, seed=0):
 
 
 @DATASET_REGISTRY.register()
-class Demo(BenchmarkDataset):
+class Demo(ZooDataset):
+    """The images are generated on first use; the split is made from them as for DTD."""
+
     generated = True
+    generate = staticmethod(generate)
     dataset_dir = "demo"
     template = "a photo of a {}, a type of fruit."
+    image_subdir = "images"
+    split_file = "split_demo.json"
     layout = "demo/images/<class>/*.jpg and demo/split_demo.json (generated automatically)"
     source = "generated locally by datasets/demo.py on first use"
-
-    def prepare(self, cfg):
-        if not os.path.isdir(self.dataset_dir):
-            logger.info(f"Generating the demo dataset in {self.dataset_dir}")
-            generate(self.dataset_dir)
-
-    def load_splits(self, cfg):
-        self.image_dir = os.path.join(self.dataset_dir, "images")
-        split_path = os.path.join(self.dataset_dir, "split_demo.json")
-        if os.path.exists(split_path):
-            return read_split(split_path, self.image_dir)
-        train, val, test = read_and_split_data(self.image_dir)
-        save_split(train, val, test, split_path, self.image_dir)
-        return train, val, test

@@ -1,4 +1,4 @@
-from e2mim_engine.data import DATASET_REGISTRY, ZooDataset, read_and_split_data
+from e2mim_engine.data import DATASET_REGISTRY, ZooDataset
 
 # CoOp's renames (datasets/eurosat.py NEW_CNAMES).
 NEW_CNAMES = {
@@ -21,11 +21,8 @@ class EuroSAT(ZooDataset):
     template = "a centered satellite photo of {}."
     image_subdir = "2750"
     split_file = "split_zhou_EuroSAT.json"
-    required = ("2750",)
+    new_cnames = NEW_CNAMES
     layout = "eurosat/2750/<Class>/*.jpg and eurosat/split_zhou_EuroSAT.json"
     source = ("EuroSAT.zip (RGB) from https://github.com/phelber/EuroSAT (CoOp links "
               "http://madm.dfki.de/files/sentinel/EuroSAT.zip), extracted into eurosat/; "
               "split_zhou_EuroSAT.json from CoOp's DATASETS.md")
-
-    def make_split(self, cfg):
-        return read_and_split_data(self.image_dir, new_cnames=NEW_CNAMES)

@@ -1,4 +1,4 @@
-from e2mim_engine.data import DATASET_REGISTRY, ZooDataset, read_and_split_data
+from e2mim_engine.data import DATASET_REGISTRY, ZooDataset
 
 
 @DATASET_REGISTRY.register()
@@ -7,10 +7,6 @@ class Food101(ZooDataset):
     template = "a photo of {}, a type of food."
     image_subdir = "images"
     split_file = "split_zhou_Food101.json"
-    required = ("images",)
     layout = "food-101/images/<class>/*.jpg and food-101/split_zhou_Food101.json"
     source = ("food-101.tar.gz from https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (extract under "
               "DATASET.ROOT); split_zhou_Food101.json from CoOp's DATASETS.md")
-
-    def make_split(self, cfg):
-        return read_and_split_data(self.image_dir)

@@ -1,5 +1,3 @@
-import os
-
 from e2mim_engine.data import DATASET_REGISTRY, CLASSNAMES_SOURCE, TestOnlyDataset
 
 
@@ -13,8 +11,3 @@ class ImageNetA(TestOnlyDataset):
     layout = "imagenet-adversarial/imagenet-a/nXXXXXXXX/*.jpg (200 folders) and imagenet-adversarial/classnames.txt"
     source = ("imagenet-a.tar from https://github.com/hendrycks/natural-adv-examples (extracted into "
               "imagenet-adversarial/); " + CLASSNAMES_SOURCE)
-    split_note = "test only"
-
-    def load_data(self, cfg):
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
-        return self.read_wnid_folders(self.image_dir)

@@ -1,5 +1,3 @@
-import os
-
 from e2mim_engine.data import DATASET_REGISTRY, CLASSNAMES_SOURCE, TestOnlyDataset
 
 
@@ -13,8 +11,3 @@ class ImageNetR(TestOnlyDataset):
     layout = "imagenet-rendition/imagenet-r/nXXXXXXXX/*.jpg (200 folders) and imagenet-rendition/classnames.txt"
     source = ("imagenet-r.tar from https://github.com/hendrycks/imagenet-r (extracted into "
               "imagenet-rendition/); " + CLASSNAMES_SOURCE)
-    split_note = "test only"
-
-    def load_data(self, cfg):
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
-        return self.read_wnid_folders(self.image_dir)

@@ -1,5 +1,3 @@
-import os
-
 from e2mim_engine.data import DATASET_REGISTRY, CLASSNAMES_SOURCE, TestOnlyDataset
 
 
@@ -14,8 +12,3 @@ class ImageNetSketch(TestOnlyDataset):
     source = ("ImageNet-Sketch from https://github.com/HaohanWang/ImageNet-Sketch, extracted so that the 1000 "
               "class folders are in imagenet-sketch/images/ (rename the archive's top folder to images/ if it has "
               "another name); " + CLASSNAMES_SOURCE)
-    split_note = "test only"
-
-    def load_data(self, cfg):
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
-        return self.read_wnid_folders(self.image_dir)

@@ -14,7 +14,6 @@ class ImageNetV2(TestOnlyDataset):
     layout = "imagenetv2/imagenetv2-matched-frequency-format-val/<0..999>/*.jpeg and imagenetv2/classnames.txt"
     source = ("imagenetv2-matched-frequency.tar.gz from https://github.com/modestyachts/ImageNetV2 "
               "(extracted into imagenetv2/); " + CLASSNAMES_SOURCE)
-    split_note = "test only"
 
     def load_data(self, cfg):
         image_dir = os.path.join(self.dataset_dir, self.image_subdir)

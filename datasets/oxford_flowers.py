@@ -13,7 +13,6 @@ class OxfordFlowers(ZooDataset):
     template = "a photo of a {}, a type of flower."
     image_subdir = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"
-    required = ("jpg",)
     split_sources = ("imagelabels.mat", "cat_to_name.json")
     layout = "oxford_flowers/{jpg/, imagelabels.mat, cat_to_name.json, split_zhou_OxfordFlowers.json}"
     source = ("102flowers.tgz and imagelabels.mat from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/; "

@@ -29,7 +29,6 @@ class OxfordPets(ZooDataset):
     template = "a photo of a {}, a type of pet."
     image_subdir = "images"
     split_file = "split_zhou_OxfordPets.json"
-    required = ("images",)
     split_sources = ("annotations/trainval.txt", "annotations/test.txt")
     layout = "oxford_pets/images/*.jpg, oxford_pets/annotations/, oxford_pets/split_zhou_OxfordPets.json"
     source = ("images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/; "

@@ -16,7 +16,6 @@ class SUN397(ZooDataset):
     template = "a photo of a {}."
     image_subdir = "SUN397"
     split_file = "split_zhou_SUN397.json"
-    required = ("SUN397",)
     split_sources = ("ClassName.txt", "Training_01.txt", "Testing_01.txt")
     layout = "sun397/{SUN397/<letter>/<class>/.../*.jpg, ClassName.txt, split_zhou_SUN397.json}"
     source = ("SUN397.tar.gz and Partitions.zip (ClassName.txt, Training_01.txt, Testing_01.txt) from "

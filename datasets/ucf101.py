@@ -17,7 +17,6 @@ class UCF101(ZooDataset):
     template = "a photo of a person doing {}."
     image_subdir = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"
-    required = ("UCF-101-midframes",)
     split_sources = ("ucfTrainTestlist/classInd.txt", "ucfTrainTestlist/trainlist01.txt",
                      "ucfTrainTestlist/testlist01.txt")
     layout = "ucf101/UCF-101-midframes/<Class_Name>/*.jpg and ucf101/split_zhou_UCF101.json"

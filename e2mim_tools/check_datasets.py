@@ -9,8 +9,9 @@ import os
 import sys
 
 import e2mim_datasets  # noqa: F401  (registers the zoo)
-from e2mim_engine.data.base import (CLASSNAMES_SOURCE, DATASET_REGISTRY, TestOnlyDataset, find_classnames_file,
-                                    layout_hint, no_dataset_writes)
+from e2mim_engine.data.bases import DATASET_REGISTRY, TestOnlyDataset
+from e2mim_engine.data.folders import CLASSNAMES_SOURCE, find_classnames_file, layout_hint
+from e2mim_engine.data.splits import no_dataset_writes
 from e2mim_engine.errors import UserError
 
 OK, MISSING, INCOMPLETE, ERROR, CORRUPT = "ok", "missing", "incomplete", "error", "corrupt images"

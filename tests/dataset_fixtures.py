@@ -1,4 +1,4 @@
-"""Miniature copies of the 15 benchmark layouts (DESIGN.md §2), for tests.
+"""Miniature copies of the 15 benchmark layouts (as CoOp's DATASETS.md describes them), for tests.
 
 Every writer builds one dataset under ``root`` in the exact folder layout CoOp reads, with
 tiny JPEGs (all the same 8x8 bytes), the official annotation files (.txt, .mat, .json) a
@@ -10,6 +10,8 @@ split must give (CoOp's per-class 50/20/30, or its 80/20 cut of the official tra
 import io
 import json
 import os
+import random
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +21,17 @@ N_TRAIN, N_VAL, N_TEST = 6, 3, 3   # per class in the fixture split files
 PER_CLASS = N_TRAIN + N_VAL + N_TEST
 
 
+# DATASET.NAME -> its config file in configs/datasets/
+YAML = {"ImageNet": "imagenet.yaml", "Caltech101": "caltech101.yaml", "OxfordPets": "oxford_pets.yaml",
+        "StanfordCars": "stanford_cars.yaml", "OxfordFlowers": "oxford_flowers.yaml", "Food101": "food101.yaml",
+        "FGVCAircraft": "fgvc_aircraft.yaml", "SUN397": "sun397.yaml", "DescribableTextures": "dtd.yaml",
+        "EuroSAT": "eurosat.yaml", "UCF101": "ucf101.yaml", "ImageNetV2": "imagenetv2.yaml",
+        "ImageNetSketch": "imagenet_sketch.yaml", "ImageNetA": "imagenet_a.yaml", "ImageNetR": "imagenet_r.yaml"}
+
+
 @dataclass
 class Spec:
     name: str                      # DATASET.NAME
-    yaml: str                      # configs/datasets/<yaml>
     folder: str                    # folder under the root
     classnames: list               # in label order
     sizes: tuple                   # (train, val, test) of the full dataset (val None: test only)
@@ -33,6 +42,17 @@ class Spec:
     gen_classnames: list = None
     test_only: bool = False
     extra: dict = field(default_factory=dict)
+
+    @property
+    def yaml(self):
+        return YAML[self.name]
+
+
+def coop_spec(name, folder, names, gen_sizes):
+    """The Spec of a fixture with 5 classes of N_TRAIN/N_VAL/N_TEST items in CoOp's
+    split_zhou_<name>.json, whose split can be regenerated to ``gen_sizes``."""
+    return Spec(name, folder, names, (30, 15, 15), split_file=f"split_zhou_{name}.json", gen_sizes=gen_sizes,
+                gen_classnames=names)
 
 
 _JPEG = None
@@ -72,6 +92,18 @@ def write_split(path, groups, n_train=N_TRAIN, n_val=N_VAL):
         json.dump(split, f, indent=4)
 
 
+def dassl_fewshot(source, k):
+    """Dassl's generate_fewshot_dataset on the global random module (what CoOp runs): per label
+    in order of first appearance, random.sample(items, k), or all items if fewer."""
+    groups = OrderedDict()
+    for d in source:
+        groups.setdefault(d.label, []).append(d)
+    out = []
+    for items in groups.values():
+        out += random.sample(items, k) if len(items) >= k else items
+    return out
+
+
 def _folder_split_sizes(n_classes, n=PER_CLASS):
     """read_and_split_data on n images per class: round(n/2), round(n/5), rest."""
     tr, va = round(n * 0.5), round(n * 0.2)
@@ -101,8 +133,7 @@ def make_caltech101(root, split=True):
             write_image(os.path.join(img, ignored, f"image_{k:04d}.jpg"))
     if split:
         write_split(os.path.join(d, "split_zhou_Caltech101.json"), groups)
-    return Spec("Caltech101", "caltech101.yaml", "caltech-101", names, (30, 15, 15),
-                split_file="split_zhou_Caltech101.json", gen_sizes=_folder_split_sizes(5), gen_classnames=names)
+    return coop_spec("Caltech101", "caltech-101", names, _folder_split_sizes(5))
 
 
 PET_BREEDS = ["Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "Bengal"]
@@ -125,8 +156,7 @@ def make_oxford_pets(root, split=True):
     write_text(os.path.join(d, "annotations", "test.txt"), test)
     if split:
         write_split(os.path.join(d, "split_zhou_OxfordPets.json"), groups)
-    return Spec("OxfordPets", "oxford_pets.yaml", "oxford_pets", names, (30, 15, 15),
-                split_file="split_zhou_OxfordPets.json", gen_sizes=_trainval_sizes(5), gen_classnames=names)
+    return coop_spec("OxfordPets", "oxford_pets", names, _trainval_sizes(5))
 
 
 CAR_NAMES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Audi TTS Coupe 2012", "BMW M3 Coupe 2012",
@@ -171,8 +201,7 @@ def make_stanford_cars(root, split=True):
             te = [f"cars_test/{i + 1:05d}.jpg" for i, lab in enumerate(test_labels) if lab == y]
             groups.append((y, names[y], tr + te))
         write_split(os.path.join(d, "split_zhou_StanfordCars.json"), groups)
-    return Spec("StanfordCars", "stanford_cars.yaml", "stanford_cars", names, (30, 15, 15),
-                split_file="split_zhou_StanfordCars.json", gen_sizes=_trainval_sizes(5), gen_classnames=names)
+    return coop_spec("StanfordCars", "stanford_cars", names, _trainval_sizes(5))
 
 
 FLOWER_NAMES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold"]
@@ -192,9 +221,7 @@ def make_oxford_flowers(root, split=True):
         groups = [(y - 1, FLOWER_NAMES[y - 1], [f"image_{i + 1:05d}.jpg" for i, lab in enumerate(labels) if lab == y])
                   for y in range(1, n + 1)]
         write_split(os.path.join(d, "split_zhou_OxfordFlowers.json"), groups)
-    return Spec("OxfordFlowers", "oxford_flowers.yaml", "oxford_flowers", FLOWER_NAMES, (30, 15, 15),
-                split_file="split_zhou_OxfordFlowers.json", gen_sizes=_folder_split_sizes(5),
-                gen_classnames=FLOWER_NAMES)
+    return coop_spec("OxfordFlowers", "oxford_flowers", FLOWER_NAMES, _folder_split_sizes(5))
 
 
 def _class_folders(root, folder, image_sub, split_name, classes, renames=None, split=True, pattern="{c}_{k:04d}.jpg"):
@@ -217,8 +244,7 @@ def make_food101(root, split=True):
     names = _class_folders(root, "food-101", "images", "split_zhou_Food101.json", classes, split=split,
                            pattern="{k}.jpg")
     os.makedirs(os.path.join(root, "food-101", "meta"), exist_ok=True)
-    return Spec("Food101", "food101.yaml", "food-101", names, (30, 15, 15), split_file="split_zhou_Food101.json",
-                gen_sizes=_folder_split_sizes(5), gen_classnames=names)
+    return coop_spec("Food101", "food-101", names, _folder_split_sizes(5))
 
 
 def make_dtd(root, split=True):
@@ -226,9 +252,7 @@ def make_dtd(root, split=True):
     names = _class_folders(root, "dtd", "images", "split_zhou_DescribableTextures.json", classes, split=split)
     for sub in ("imdb", "labels"):
         os.makedirs(os.path.join(root, "dtd", sub), exist_ok=True)
-    return Spec("DescribableTextures", "dtd.yaml", "dtd", names, (30, 15, 15),
-                split_file="split_zhou_DescribableTextures.json", gen_sizes=_folder_split_sizes(5),
-                gen_classnames=names)
+    return coop_spec("DescribableTextures", "dtd", names, _folder_split_sizes(5))
 
 
 EUROSAT_RENAMES = {"AnnualCrop": "Annual Crop Land", "Forest": "Forest",
@@ -240,8 +264,7 @@ def make_eurosat(root, split=True):
     classes = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "SeaLake"]
     names = _class_folders(root, "eurosat", "2750", "split_zhou_EuroSAT.json", classes, EUROSAT_RENAMES,
                            split=split, pattern="{c}_{k}.jpg")
-    return Spec("EuroSAT", "eurosat.yaml", "eurosat", names, (30, 15, 15), split_file="split_zhou_EuroSAT.json",
-                gen_sizes=_folder_split_sizes(5), gen_classnames=names)
+    return coop_spec("EuroSAT", "eurosat", names, _folder_split_sizes(5))
 
 
 AIRCRAFT = ["707-320", "727-200", "A300B4", "Cessna 172", "F-16A/B"]
@@ -260,7 +283,7 @@ def make_fgvc_aircraft(root, split=True):
                 lines[part].append(f"{k:07d} {c}")
     for part, ls in lines.items():
         write_text(os.path.join(d, f"images_variant_{part}.txt"), ls)
-    return Spec("FGVCAircraft", "fgvc_aircraft.yaml", "fgvc_aircraft", AIRCRAFT, (30, 15, 15))
+    return Spec("FGVCAircraft", "fgvc_aircraft", AIRCRAFT, (30, 15, 15))
 
 
 SUN_CLASSES = ["/a/abbey", "/a/airplane_cabin", "/a/apartment_building/outdoor", "/b/bakery/shop", "/b/bus_interior"]
@@ -282,8 +305,7 @@ def make_sun397(root, split=True):
     write_text(os.path.join(d, "Testing_01.txt"), test)
     if split:
         write_split(os.path.join(d, "split_zhou_SUN397.json"), groups)
-    return Spec("SUN397", "sun397.yaml", "sun397", SUN_NAMES, (30, 15, 15), split_file="split_zhou_SUN397.json",
-                gen_sizes=_trainval_sizes(5), gen_classnames=SUN_NAMES)
+    return coop_spec("SUN397", "sun397", SUN_NAMES, _trainval_sizes(5))
 
 
 UCF_ACTIONS = ["ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "YoYo"]
@@ -307,8 +329,7 @@ def make_ucf101(root, split=True):
     write_text(os.path.join(d, "ucfTrainTestlist", "testlist01.txt"), test)
     if split:
         write_split(os.path.join(d, "split_zhou_UCF101.json"), groups)
-    return Spec("UCF101", "ucf101.yaml", "ucf101", UCF_NAMES, (30, 15, 15), split_file="split_zhou_UCF101.json",
-                gen_sizes=_trainval_sizes(5), gen_classnames=UCF_NAMES)
+    return coop_spec("UCF101", "ucf101", UCF_NAMES, _trainval_sizes(5))
 
 
 # ---- ImageNet and its variants --------------------------------------------------------------
@@ -331,7 +352,7 @@ def make_imagenet(root, split=True):
         for k in range(IMAGENET_VAL):
             write_image(os.path.join(d, "images", "val", w, f"ILSVRC2012_val_{w[-4:]}{k:04d}.JPEG"))
     n = len(IMAGENET)
-    return Spec("ImageNet", "imagenet.yaml", "imagenet", [c for _, c in IMAGENET],
+    return Spec("ImageNet", "imagenet", [c for _, c in IMAGENET],
                 (IMAGENET_TRAIN * n, IMAGENET_VAL * n, IMAGENET_VAL * n), train_per_class=IMAGENET_TRAIN,
                 val_per_class=IMAGENET_VAL)
 
@@ -343,7 +364,7 @@ def make_imagenetv2(root, split=True):
         for k in range(2):
             write_image(os.path.join(d, "imagenetv2-matched-frequency-format-val", str(label), f"{label:03d}{k}abc.jpeg"))
     n = 2 * len(IMAGENET)
-    return Spec("ImageNetV2", "imagenetv2.yaml", "imagenetv2", [c for _, c in IMAGENET], (n, None, n),
+    return Spec("ImageNetV2", "imagenetv2", [c for _, c in IMAGENET], (n, None, n),
                 test_only=True)
 
 
@@ -355,11 +376,11 @@ def make_imagenet_sketch(root, split=True):
         for k in range(2):
             write_image(os.path.join(d, "images", w, f"sketch_{k}.JPEG"))
     n = 2 * len(IMAGENET)
-    return Spec("ImageNetSketch", "imagenet_sketch.yaml", "imagenet-sketch", [c for _, c in IMAGENET], (n, None, n),
+    return Spec("ImageNetSketch", "imagenet-sketch", [c for _, c in IMAGENET], (n, None, n),
                 test_only=True)
 
 
-def _subset(root, folder, sub, name, yaml):
+def _subset(root, folder, sub, name):
     d = os.path.join(root, folder)
     write_text(os.path.join(d, "classnames.txt"), classnames_lines())
     write_text(os.path.join(d, sub, "README.txt"), ["not a class"])
@@ -368,15 +389,15 @@ def _subset(root, folder, sub, name, yaml):
             write_image(os.path.join(d, sub, w, f"{k}.jpg"))
     names = [dict(IMAGENET)[w] for w in SUBSET]
     n = 2 * len(SUBSET)
-    return Spec(name, yaml, folder, names, (n, None, n), test_only=True)
+    return Spec(name, folder, names, (n, None, n), test_only=True)
 
 
 def make_imagenet_a(root, split=True):
-    return _subset(root, "imagenet-adversarial", "imagenet-a", "ImageNetA", "imagenet_a.yaml")
+    return _subset(root, "imagenet-adversarial", "imagenet-a", "ImageNetA")
 
 
 def make_imagenet_r(root, split=True):
-    return _subset(root, "imagenet-rendition", "imagenet-r", "ImageNetR", "imagenet_r.yaml")
+    return _subset(root, "imagenet-rendition", "imagenet-r", "ImageNetR")
 
 
 WRITERS = {

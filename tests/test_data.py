@@ -6,6 +6,7 @@ import random
 import pytest
 from PIL import Image
 
+import dataset_fixtures as F
 from conftest import make_cfg
 from e2mim_engine.data import (Datum, build_dataset, generate_fewshot_dataset, read_split, save_split,
                                subsample_classes)
@@ -20,13 +21,7 @@ def items(labels):
 def dassl_fewshot(data, k, seed):
     """CoOp's draw, as Dassl makes it: the global random module after random.seed(SEED)."""
     random.seed(seed)
-    by_label = {}
-    for d in data:
-        by_label.setdefault(d.label, []).append(d)
-    out = []
-    for lst in by_label.values():
-        out += random.sample(lst, k) if len(lst) >= k else lst
-    return out
+    return F.dassl_fewshot(data, k)
 
 
 def test_fewshot_equals_coop_draw_and_order_of_first_appearance():

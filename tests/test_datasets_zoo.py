@@ -16,9 +16,9 @@ import pytest
 
 import dataset_fixtures as F
 from conftest import ROOT, TINY_CFG, make_cfg
-from e2mim_engine.data import DATASET_REGISTRY, build_dataset, split_trainval
+from e2mim_engine.data import DATASET_REGISTRY, Datum, build_dataset, split_trainval
 from e2mim_engine.data.data_manager import DataManager
-from e2mim_engine.data import base as data_base
+from e2mim_engine.data import folders as data_folders
 from e2mim_engine.data.data_manager import read_image
 from e2mim_tools.check_datasets import check_root, exit_code, format_report
 from e2mim_tools.check_datasets import main as check_main
@@ -37,16 +37,9 @@ def zoo(tmp_path_factory):
     return str(root), F.make_all(str(root))
 
 
-_YAML = {"ImageNet": "imagenet.yaml", "Caltech101": "caltech101.yaml", "OxfordPets": "oxford_pets.yaml",
-         "StanfordCars": "stanford_cars.yaml", "OxfordFlowers": "oxford_flowers.yaml", "Food101": "food101.yaml",
-         "FGVCAircraft": "fgvc_aircraft.yaml", "SUN397": "sun397.yaml", "DescribableTextures": "dtd.yaml",
-         "EuroSAT": "eurosat.yaml", "UCF101": "ucf101.yaml", "ImageNetV2": "imagenetv2.yaml",
-         "ImageNetSketch": "imagenet_sketch.yaml", "ImageNetA": "imagenet_a.yaml", "ImageNetR": "imagenet_r.yaml"}
-
-
 def load(root, name, *opts, seed=1):
     return build_dataset(make_cfg("--root", root, "--seed", seed, "--dataset-config-file",
-                                  os.path.join(CFG_DIR, _YAML[name]), *opts))
+                                  os.path.join(CFG_DIR, F.YAML[name]), *opts))
 
 
 def sizes(d):
@@ -60,23 +53,12 @@ def per_class(items):
     return out
 
 
-def coop_fewshot(source, k):
-    """Dassl's generate_fewshot_dataset on the global random module (what CoOp runs)."""
-    groups = OrderedDict()
-    for d in source:
-        groups.setdefault(d.label, []).append(d)
-    out = []
-    for items in groups.values():
-        out += random.sample(items, k) if len(items) >= k else items
-    return out
-
-
 def coop_draw(train, val, k, seed, draw_val=True):
     state = random.getstate()
     try:
         random.seed(seed)   # CoOp's train.py: set_random_seed(cfg.SEED) before building the dataset
-        tr = coop_fewshot(train, k)
-        va = coop_fewshot(val, min(k, 4)) if draw_val else val
+        tr = F.dassl_fewshot(train, k)
+        va = F.dassl_fewshot(val, min(k, 4)) if draw_val else val
         return tr, va
     finally:
         random.setstate(state)
@@ -84,7 +66,7 @@ def coop_draw(train, val, k, seed, draw_val=True):
 
 # ---- configs -------------------------------------------------------------------------------
 def test_every_dataset_has_coop_yaml():
-    for name, yaml in _YAML.items():
+    for name, yaml in F.YAML.items():
         cfg = make_cfg("--dataset-config-file", os.path.join(CFG_DIR, yaml))
         assert cfg.DATASET.NAME == name and name in DATASET_REGISTRY
 
@@ -187,7 +169,7 @@ def test_variant_without_classnames_says_where_to_put_it(tmp_path):
 
 
 def test_split_trainval_is_coops_rule():
-    items = [data_base.Datum(f"/x/{i}.jpg", i % 3, classname=str(i % 3)) for i in range(30)]
+    items = [Datum(f"/x/{i}.jpg", i % 3, classname=str(i % 3)) for i in range(30)]
     state = random.getstate()
     random.seed(5)
     tracker = OrderedDict()   # CoOp's OxfordPets.split_trainval on the global random module
@@ -218,7 +200,7 @@ def test_imagenet_index_is_cached_and_revalidated(tmp_path, monkeypatch):
     def no_listing(*a, **k):
         raise AssertionError("the cached index must not list the image folders again")
 
-    monkeypatch.setattr(data_base, "list_files", no_listing)
+    monkeypatch.setattr(data_folders, "list_files", no_listing)
     second = load(root, "ImageNet")
     assert second.train_x == first.train_x and second.test == first.test
     monkeypatch.undo()

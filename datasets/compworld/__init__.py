@@ -15,7 +15,7 @@ import os
 import random
 
 from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_split, save_split, split_per_class
-from e2mim_engine.utils import atomic_folder, logger
+from e2mim_engine.utils import atomic_folder
 
 from . import render as cw
 
@@ -56,13 +56,9 @@ class CompWorld(BenchmarkDataset):
     dataset_dir = "compworld"
     template = "a photo of a {}."
     generated = True
+    generate = staticmethod(generate)   # images and split file together
     layout = "compworld/images/<colour>_<shape>/<i>.png and compworld/split_compworld.json (generated)"
     source = "generated locally by datasets/compworld/ on first use"
-
-    def prepare(self, cfg):
-        if not os.path.isdir(self.dataset_dir):
-            logger.info(f"Generating CompWorld in {self.dataset_dir}")
-            generate(self.dataset_dir)
 
     def load_splits(self, cfg):
         self.image_dir = os.path.join(self.dataset_dir, "images")

@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 
 from ..errors import ConfigError, DataError
 from ..utils import logger
-from .base import build_dataset
+from .bases import build_dataset
 from .transforms import build_transform
 
 
