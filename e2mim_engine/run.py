@@ -33,24 +33,39 @@ def _plain(v):
     return list(_plain(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def config_items(cfg, prefix=""):
-    """{KEY: value} of every config key that belongs to the run's identity."""
+def _flatten(cfg, prefix=""):
     out = {}
     for k, v in cfg.items():
         key = f"{prefix}{k}"
         if hasattr(v, "items"):
-            out.update(config_items(v, key + "."))
-        elif key not in NOT_IDENTITY:
+            out.update(_flatten(v, key + "."))
+        else:
             out[key] = _plain(v)
     return out
+
+
+def declared_keys(trainer_cls):
+    """The keys a run of ``trainer_cls`` can read: the engine's tree plus what the trainer
+    itself declares. Other methods' nodes are left out of its identity, so that adding a
+    method (a new node for every run) does not change the identity of existing runs."""
+    from .config import get_cfg_default
+    scratch = get_cfg_default()
+    trainer_cls.extend_cfg(scratch)
+    return set(_flatten(scratch))
+
+
+def config_items(cfg, keys=None):
+    """{KEY: value} of every config key that belongs to the run's identity (of ``keys``, the
+    keys its trainer declares, when given)."""
+    return {k: v for k, v in _flatten(cfg).items() if k not in NOT_IDENTITY and (keys is None or k in keys)}
 
 
 def config_hash(items):
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_identity(cfg, backbone_sha256=None):
-    items = config_items(cfg)
+def run_identity(cfg, backbone_sha256=None, keys=None):
+    items = config_items(cfg, keys)
     return OrderedDict(
         trainer=cfg.TRAINER.NAME, dataset=cfg.DATASET.NAME, backbone=cfg.MODEL.BACKBONE.NAME,
         backbone_sha256=backbone_sha256, seed=cfg.SEED, shots=cfg.DATASET.NUM_SHOTS,

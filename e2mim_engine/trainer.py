@@ -22,7 +22,7 @@ from .errors import ConfigError, UserError
 from .evaluation import build_evaluator
 from .optim import build_lr_scheduler, build_optimizer
 from .registry import Registry
-from .run import check_identity, config_items, read_manifest, run_identity, write_manifest
+from .run import check_identity, config_items, declared_keys, read_manifest, run_identity, write_manifest
 from .seeding import epoch_seed, set_random_seed
 from .utils import AverageMeter, MetricMeter, logger, read_json, remove_stale_temp_files, write_json
 
@@ -63,7 +63,8 @@ class TrainerBase:
         self.output_dir = cfg.OUTPUT_DIR
         self.build_data_loader()
         self.build_model()
-        self.identity = run_identity(cfg, self.backbone_sha256)
+        self._identity_keys = declared_keys(type(self))
+        self.identity = run_identity(cfg, self.backbone_sha256, self._identity_keys)
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
 
@@ -237,7 +238,7 @@ class TrainerBase:
                  for name in states}
         if model_name or not files:
             return
-        write_manifest(directory, epoch + 1, files, self.identity, config_items(self.cfg))
+        write_manifest(directory, epoch + 1, files, self.identity, config_items(self.cfg, self._identity_keys))
         for name, fname in files.items():
             prune_epoch_files(os.path.join(directory, name), {fname}, self._keep_epoch_file)
 
@@ -254,7 +255,7 @@ class TrainerBase:
         manifest = read_manifest(directory)
         if manifest is not None:
             check_identity(directory, manifest.get("identity", {}), self.identity, manifest.get("config"),
-                           config_items(self.cfg))
+                           config_items(self.cfg, self._identity_keys))
             files = manifest["models"]
             if sorted(files) != sorted(names):
                 raise UserError(f"{directory} holds checkpoints of the models {sorted(files)}, this run has "

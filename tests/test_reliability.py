@@ -439,3 +439,16 @@ def test_protocol_script_stops_on_a_dataset_typo_before_any_run(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: unknown dataset name(s): caltec101.")
     out = tmp_path / "out"
     assert "caltech101" in r.stderr and (not out.exists() or not os.listdir(out))  # no job started
+
+
+def test_identity_leaves_out_other_methods_nodes(demo_root, tmp_path):
+    """A new method adds a node to every run's config; CoOp's identity must not move."""
+    from e2mim_engine.run import declared_keys, run_identity
+    from e2mim_trainers.coop import CoOp
+    from e2mim_trainers.kgcoop import KgCoOp
+    cfg = make_cfg(*demo_args(demo_root, str(tmp_path)))
+    keys = declared_keys(CoOp)
+    assert "TRAINER.COOP.N_CTX" in keys and "OPTIM.LR" in keys and not any(k.startswith("TRAINER.KGCOOP") for k in keys)
+    other = make_cfg(*demo_args(demo_root, str(tmp_path), "TRAINER.KGCOOP.W", 2.0))
+    assert run_identity(cfg, keys=keys) == run_identity(other, keys=keys)
+    assert run_identity(other, keys=declared_keys(KgCoOp)) != run_identity(cfg, keys=declared_keys(KgCoOp))
