@@ -2,7 +2,7 @@
 
 Each dataset class declares its own CoOp template (``template``, CoOp's CUSTOM_TEMPLATES
 entry); a named set lists only where it departs from those. "coop" is CoOp's zero-shot set
-itself; "kgcoop" differs only for DTD. Other repositories change DTD, Pets, Flowers and
+itself; "kgcoop" differs only for DTD; "prograd" for Pets, Flowers, Aircraft, DTD and Food. Other repositories change DTD, Pets, Flowers and
 Food, which silently moves "zero-shot CLIP".
 """
 from e2mim_engine.errors import ConfigError
@@ -11,6 +11,14 @@ from e2mim_engine.errors import ConfigError
 TEMPLATE_SETS = {
     "coop": {},
     "kgcoop": {"DescribableTextures": "a photo of a {}, a type of texture."},
+    # ProGrad's prompts put the class name last, so that their words can initialise the context.
+    "prograd": {
+        "OxfordPets": "a type of pet, a photo of a {}.",
+        "OxfordFlowers": "a type of flower, a photo of a {}.",
+        "FGVCAircraft": "a type of aircraft, a photo of a {}.",
+        "DescribableTextures": "a texture of {}.",
+        "Food101": "a type of food, a photo of {}.",
+    },
 }
 # The 7 ImageNet templates CoOp's ZeroshotCLIP2 ensembles (plus the dataset's own template).
 ENSEMBLE_TEMPLATES = [
@@ -35,7 +43,3 @@ def dataset_template(cfg, dataset, template_set="coop"):
     if cfg.DATASET.NAME in overrides:
         return overrides[cfg.DATASET.NAME]
     return getattr(dataset, "template", "a photo of a {}.")
-
-
-def fill(template, classname):
-    return template.format(classname.replace("_", " "))

@@ -71,6 +71,8 @@ METHODS = [
     # CoCoOp (Zhou et al., CVPR 2022): 4 context tokens from "a photo of a", batch 1, 10 epochs.
     Method("cocoop", "CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", "vit_b16_c4_ep10_batch1_ctxv1",
            "vit_b16_c4_ep10_batch1_ctxv1", False),
+    # ProGrad (Zhu et al., ICCV 2023): N_CTX 16 from the template's words, LAMBDA 1.0, T 1.0, 100 epochs.
+    Method("prograd", "ProGrad", "vit_b16_ep100", "vit_b16_ep100", "vit_b16_ep100", False),
     # KgCoOp (Yao et al., CVPR 2023): N_CTX 4, CTX_INIT "a photo of a", W 8.0, 100 epochs.
     Method("kgcoop", "KgCoOp", "vit_b16_ep100_ctxv1", "vit_b16_ep100_ctxv1", "vit_b16_ep100_ctxv1", False),
     # E2MIM (ours; docs/METHOD.md): one cfg per protocol.

@@ -1,0 +1,216 @@
+"""ProGrad: prompt-aligned gradient (Zhu et al., ICCV 2023).
+
+CoOp's context, trained with the cross-entropy gradient made to not fight the zero-shot
+model. Per learnable tensor (the context), with s the prompt's logits and z the zero-shot
+logits of the same images (frozen image features against the hand-crafted class features
+t^h, encoded once):
+
+    L_ce = CE(s, y)
+    L_kl = T^2 * mean_i sum_c -softmax(z_i / T)_c * log softmax(s_i / T)_c
+    g_ce = dL_ce/dctx,  g_kl = dL_kl/dctx
+    g    = g_ce - LAMBDA * (g_ce . g_kl / |g_kl|^2) * g_kl   if g_ce . g_kl < 0
+           g_ce                                             otherwise
+
+and the optimizer steps with g. L_kl is the published "kl_loss" (a cross-entropy with soft
+targets: KL plus the teacher's entropy, so the same gradient); both losses are logged, and
+"loss" is L_ce, the objective that is optimized. LAMBDA 1 removes the whole conflicting
+component; T is the distillation temperature of the general-knowledge direction only.
+
+Zero-shot teacher: the dataset's template of TEMPLATE_SET "prograd" (ProGrad's own set: CoOp's
+templates reworded so that the class name comes last, e.g. "a type of pet, a photo of a {}.").
+CTX_INIT "{template}" (ProGrad's CTX_INIT True) initialises the context from the words of that
+template before the class name, placed in the last positions of the N_CTX vectors and zeros
+before them, as ProGrad's code does (it counts words, this counts tokens; they differ for
+templates with a comma). Any other string: those words, the same way; "": N(0, 0.02).
+
+Precision: fp32, fp16, bf16 and amp. Under amp's GradScaler both gradients come from the
+same scaled losses (scale s): the projection is homogeneous (proj(s a, s b) = s proj(a, b)),
+so the scaler's unscale, overflow check and step see exactly s * g.
+
+Config keys: TRAINER.PROGRAD.{N_CTX=16, CSC=False, CTX_INIT="{template}", PREC="fp16",
+CLASS_TOKEN_POSITION="end", TEMPLATE_SET="prograd"} and the top-level LOSS.{NAME, LAMBDA=1.0,
+T=1.0} (NAME "" or "prograd"). ProGrad's yaml files and scripts put the context keys under
+TRAINER.COOP (CTX_INIT True); ``ProGrad.adapt_cfg_sources`` moves them to TRAINER.PROGRAD with
+the defaults of ProGrad's code (N_CTX 16, CSC False, random init, PREC fp16, end) and records
+TRAINER.PROGRAD.KEYS_FROM; keys under both nodes are an error.
+"""
+import torch
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from e2mim_clip.prompt_trainer import PromptTrainer, context_node
+from e2mim_clip.prompting import PromptLearner, _tokenizer, tokenize
+from e2mim_clip.templates import TEMPLATE_SETS, dataset_template
+from e2mim_engine.errors import ConfigError, UserError
+from e2mim_engine.evaluation import compute_accuracy
+from e2mim_engine.trainer import TRAINER_REGISTRY
+
+TEMPLATE_INIT = "{template}"  # CTX_INIT: the words of the dataset's template
+# TRAINER.COOP.* defaults of ProGrad's train.py, used with its layout.
+PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
+LOSS_DEFAULTS = {"NAME": "", "LAMBDA": 1.0, "T": 1.0}
+
+
+def _published_ctx_init(value):
+    if value in (True, "True", "true"):
+        return TEMPLATE_INIT
+    if value in (False, None, "False", "false", "None", ""):
+        return ""
+    return str(value)
+
+
+def _keys(node, name):
+    return list(node.get("TRAINER", {}).get(name, {}))
+
+
+def prograd_losses(logits, zs_logits, label, T=1.0):
+    """(L_ce, L_kl) as in the module docstring; float32."""
+    logits, zs_logits = logits.float(), zs_logits.float()
+    ce = F.cross_entropy(logits, label)
+    teacher = F.softmax(zs_logits / T, dim=-1)
+    kl = (-teacher * F.log_softmax(logits / T, dim=-1)).sum(dim=1).mean() * T * T
+    return ce, kl
+
+
+def project_gradient(g_ce, g_kl, lam=1.0):
+    """g_ce without LAMBDA times its component along g_kl when the two conflict."""
+    dot = torch.dot(g_ce.flatten().float(), g_kl.flatten().float())
+    if dot < 0:  # dot 0 (e.g. g_kl = 0: the prompt equals the zero-shot model) leaves g_ce
+        return g_ce - (lam * dot / g_kl.float().pow(2).sum()).to(g_ce.dtype) * g_kl
+    return g_ce
+
+
+@TRAINER_REGISTRY.register()
+class ProGrad(PromptTrainer):
+    node = "PROGRAD"
+
+    @classmethod
+    def extend_cfg(cls, cfg):
+        c = cfg.TRAINER.PROGRAD = context_node(n_ctx=16, ctx_init=TEMPLATE_INIT)
+        c.TEMPLATE_SET = "prograd"      # a set of e2mim_clip.templates: the zero-shot teacher
+        c.KEYS_FROM = "TRAINER.PROGRAD"  # set by adapt_cfg_sources when ProGrad's layout is read
+        # ProGrad's published top-level node; kept if another part of the tree declared it.
+        if "LOSS" not in cfg:
+            cfg.LOSS = CN()
+        for k, v in LOSS_DEFAULTS.items():
+            if k not in cfg.LOSS:
+                cfg.LOSS[k] = v
+
+    @classmethod
+    def adapt_cfg_sources(cls, sources):
+        """ProGrad's published TRAINER.COOP keys read as TRAINER.PROGRAD (module docstring)."""
+        coop_set = [f"TRAINER.COOP.{k}" for _, node in sources for k in _keys(node, "COOP")
+                    if k in PUBLISHED_DEFAULTS]
+        if not coop_set:
+            return sources
+        own_set = [f"TRAINER.PROGRAD.{k}" for _, node in sources for k in _keys(node, "PROGRAD")
+                   if k in PUBLISHED_DEFAULTS]
+        if own_set:
+            raise ConfigError(
+                f"ProGrad reads its context keys from one node: {', '.join(coop_set)} (ProGrad's published "
+                f"keys) and {', '.join(own_set)} are both set. Use TRAINER.PROGRAD.* only, or TRAINER.COOP.* only.")
+        adapted, first = [], True
+        for label, node in sources:
+            coop = node.get("TRAINER", {}).get("COOP", {})
+            moved = {k: coop[k] for k in list(coop) if k in PUBLISHED_DEFAULTS}
+            if moved:
+                node = node.clone()
+                own = node.TRAINER.get("PROGRAD") or CN()
+                if first:  # ProGrad's code defaults come with its layout, before any of its keys
+                    own.update(PUBLISHED_DEFAULTS)
+                    own.KEYS_FROM = "TRAINER.COOP"
+                    first = False
+                for k, v in moved.items():
+                    own[k] = _published_ctx_init(v) if k == "CTX_INIT" else v
+                    del node.TRAINER.COOP[k]
+                node.TRAINER.PROGRAD = own
+                if not node.TRAINER.COOP:
+                    del node.TRAINER["COOP"]
+            adapted.append((label, node))
+        return adapted
+
+    def check_cfg(self, cfg):
+        c, loss = cfg.TRAINER.PROGRAD, cfg.LOSS
+        if c.TEMPLATE_SET not in TEMPLATE_SETS:
+            raise ConfigError(f"Unknown TRAINER.PROGRAD.TEMPLATE_SET='{c.TEMPLATE_SET}'; "
+                              f"valid: {', '.join(TEMPLATE_SETS)}.")
+        if loss.NAME not in ("", "prograd"):
+            raise ConfigError(f"ProGrad trains with LOSS.NAME 'prograd' (or ''); got '{loss.NAME}'.")
+        if not loss.LAMBDA >= 0:
+            raise ConfigError(f"LOSS.LAMBDA must be >= 0 (1 removes the whole conflicting component); got {loss.LAMBDA}.")
+        if not loss.T > 0:
+            raise ConfigError(f"LOSS.T (the temperature of the zero-shot direction) must be > 0; got {loss.T}.")
+
+    def init_words(self):
+        c = self.cfg_node()
+        if c.CTX_INIT != TEMPLATE_INIT:
+            return c.CTX_INIT.replace("_", " ").strip()
+        template = dataset_template(self.cfg, self.dm.dataset, c.TEMPLATE_SET)
+        words = template.split("{}")[0].strip()
+        if not words:
+            raise ConfigError(f"{c.KEYS_FROM}.CTX_INIT asks for the words of the template before the class "
+                              f"name, and '{template}' has none: set CTX_INIT to words, or '' for random init.")
+        return words
+
+    def build_prompt_learner(self, clip_model):
+        c = self.cfg_node()
+        words = self.init_words()
+        n_init = len(_tokenizer.encode(words)) if words else 0
+        if n_init > c.N_CTX:
+            raise ConfigError(f"{c.KEYS_FROM}.N_CTX {c.N_CTX} is shorter than the {n_init} tokens of the "
+                              f"initial words '{words}': raise N_CTX.")
+        pl = PromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init="", csc=c.CSC,
+                           class_token_position=c.CLASS_TOKEN_POSITION).to(self.device)  # N(0, 0.02)
+        if n_init:
+            embed = clip_model.token_embedding
+            with torch.no_grad():
+                init = embed(tokenize([words]).to(embed.weight.device))[0, 1:1 + n_init].float()
+                ctx = torch.zeros(c.N_CTX, init.shape[1], device=init.device)
+                ctx[c.N_CTX - n_init:] = init
+                pl.ctx.copy_(ctx.expand_as(pl.ctx))
+            pl.prompt_prefix = " ".join(["X"] * (c.N_CTX - n_init) + [words])
+        return pl
+
+    def build_model(self):
+        super().build_model()
+        c, loss = self.cfg_node(), self.cfg.LOSS
+        self.build_handcrafted_view(c.TEMPLATE_SET, what=f"ProGrad (keys from {c.KEYS_FROM}; LAMBDA "
+                                                         f"{loss.LAMBDA}, T {loss.T}) zero-shot teacher")
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        loss_cfg = self.cfg.LOSS
+        with self.precision.autocast():
+            img = self.model.image_features(image)  # frozen, shared by the prompt and the teacher
+            output = self.model.logit_scale * img @ self.model.text_features().t()
+            zs_output = self.model.logit_scale * img @ self.text_h.float().t()
+        loss_ce, loss_kl = prograd_losses(output, zs_output.detach(), label, loss_cfg.T)
+        self.prograd_backward_and_update(loss_ce, loss_kl, loss_cfg.LAMBDA)
+        return {"loss": loss_ce.item(), "xe_loss": loss_ce.item(), "kl_loss": loss_kl.item(),
+                "acc": compute_accuracy(output, label)}
+
+    def prograd_backward_and_update(self, loss_ce, loss_kl, lam):
+        """One step with the projected CE gradient (module docstring), through the base hooks."""
+        params = [p for p in self.model.prompt_learner.parameters() if p.requires_grad]
+        self.detect_anomaly(loss_kl)
+        scaled_kl = self.scaler.scale(loss_kl) if self.scaler is not None else loss_kl
+        # The KL pass keeps the graph: the CE pass below runs through the same text features.
+        g_kl = torch.autograd.grad(scaled_kl, params, retain_graph=True, allow_unused=True)
+        self.model_zero_grad()
+        self.model_backward(loss_ce)  # same scale as the KL pass under amp
+        for p, gk in zip(params, g_kl):
+            if p.grad is None or gk is None:
+                continue
+            if not torch.isfinite(gk).all():
+                if self.scaler is None:
+                    raise UserError(f"The zero-shot (KL) gradient became non-finite at epoch {self.epoch + 1}: "
+                                    f"training stopped. Try a lower OPTIM.LR, or PREC fp32/amp.")
+                p.grad.fill_(float("nan"))  # an overflow: the scaler skips this step and lowers its scale
+                continue
+            p.grad = project_gradient(p.grad, gk, lam)
+        self.model_update()
+
+    def result_metadata(self):
+        c, loss = self.cfg_node(), self.cfg.LOSS
+        return {"prompt_init": self.model.prompt_learner.prompt_prefix, "templates": self.templates,
+                "template_set": c.TEMPLATE_SET, "lambda": loss.LAMBDA, "T": loss.T, "keys_from": c.KEYS_FROM}
