@@ -4,7 +4,7 @@ import random
 from collections.abc import Sequence
 
 from e2mim_engine.data import (CLASSNAMES_SOURCE, DATASET_REGISTRY, BenchmarkDataset, Datum,
-                               dataset_writes_allowed, index_class_folders, read_classnames)
+                               dataset_writes_allowed, index_class_folders, read_classnames, save_dataset_file)
 from e2mim_engine.errors import DataError
 from e2mim_engine.utils import logger, read_json, write_json
 
@@ -130,11 +130,8 @@ class ImageNet(BenchmarkDataset):
         if dataset_writes_allowed():
             rel = [[os.path.relpath(d.impath, self.image_dir).replace(os.sep, "/"), d.label, d.classname]
                    for d in items]
-            try:
-                write_json({"train": rel}, path)
+            if save_dataset_file(path, lambda: write_json({"train": rel}, path), "few-shot draw"):
                 logger.info(f"Saving preprocessed few-shot data to {path}")
-            except OSError as e:
-                logger.info(f"Could not save the few-shot draw to {path} ({e}); it is drawn again next time")
         return items, val
 
     @staticmethod

@@ -452,3 +452,27 @@ def test_identity_leaves_out_other_methods_nodes(demo_root, tmp_path):
     other = make_cfg(*demo_args(demo_root, str(tmp_path), "TRAINER.KGCOOP.W", 2.0))
     assert run_identity(cfg, keys=keys) == run_identity(other, keys=keys)
     assert run_identity(other, keys=declared_keys(KgCoOp)) != run_identity(cfg, keys=declared_keys(KgCoOp))
+
+
+def test_read_only_dataset_folder_still_trains(demo_root, tmp_path, capsys, monkeypatch):
+    """Caches the run would write into the dataset folder (few-shot draw) stay in memory, with
+    one log line, when the folder cannot be written (simulated: root ignores permissions)."""
+    import tempfile as tempfile_mod
+    root = tmp_path / "data"
+    shutil.copytree(os.path.join(demo_root, "demo"), root / "demo")
+    shutil.rmtree(root / "demo" / "split_fewshot", ignore_errors=True)
+    real = tempfile_mod.mkstemp
+
+    def read_only(*a, dir=None, **k):
+        if dir and str(dir).startswith(str(root)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr("e2mim_engine.utils.tempfile.mkstemp", read_only)
+    out = tmp_path / "run"
+    code, err = run_main(capsys, *demo_args(str(root), str(out), "DATASET.NUM_SHOTS", 2, "OPTIM.MAX_EPOCH", 1))
+    assert code == 0, err
+    log = (out / "log.txt").read_text()
+    assert log.count("few-shot draw is kept in memory for this run") == 1 and "read-only" in log
+    assert not (root / "demo" / "split_fewshot").exists() or not os.listdir(root / "demo" / "split_fewshot")
+    assert read_json(out / "results.json")["shots_drawn"] == {"min": 2, "max": 2}

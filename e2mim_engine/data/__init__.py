@@ -13,5 +13,5 @@ from .datum import Datum  # noqa: F401
 from .folders import (CLASSNAMES_SOURCE, IMAGE_EXTENSIONS, find_classnames_file, index_class_folders,  # noqa: F401
                       is_image_file, layout_hint, list_class_folders, list_files, read_classnames)
 from .splits import (dataset_writes_allowed, generate_fewshot_dataset, no_dataset_writes,  # noqa: F401
-                     read_and_split_data, read_split, save_generated_split, save_split, split_per_class,
+                     read_and_split_data, read_split, save_dataset_file, save_generated_split, save_split, split_per_class,
                      split_trainval, subsample_classes)

@@ -15,7 +15,7 @@ from ..utils import logger, read_json, write_json
 from .datum import Datum
 from .folders import CLASSNAMES_SOURCE, find_classnames_file, layout_hint, list_class_folders, list_files, \
     read_classnames
-from .splits import (generate_fewshot_dataset, read_and_split_data, read_split, save_generated_split,
+from .splits import (generate_fewshot_dataset, read_and_split_data, read_split, save_dataset_file, save_generated_split,
                      split_dataset_by_label, split_entries, subsample_classes)
 
 DATASET_REGISTRY = Registry("dataset")
@@ -150,8 +150,9 @@ class BenchmarkDataset(DatasetBase):
         train = generate_fewshot_dataset(train, num_shots=k, rng=rng)
         val = generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
         prefix = self.image_prefix()
-        write_json({"train": split_entries(train, prefix), "val": split_entries(val, prefix)}, path)
-        logger.info(f"Saving preprocessed few-shot data to {path}")
+        payload = {"train": split_entries(train, prefix), "val": split_entries(val, prefix)}
+        if save_dataset_file(path, lambda: write_json(payload, path), "few-shot draw"):
+            logger.info(f"Saving preprocessed few-shot data to {path}")
         return train, val
 
     def image_prefix(self):

@@ -5,7 +5,7 @@ import json
 import os
 from collections import OrderedDict
 
-from ..errors import DataError
+from ..errors import DataError, StorageError
 from ..utils import atomic_write, logger, read_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -134,6 +134,6 @@ def index_class_folders(base_dir, splits, cache_path, progress=True):
     try:
         atomic_write(cache_path, lambda f: json.dump(payload, f, separators=(",", ":")))
         logger.info(f"Saved the image index to {cache_path}")
-    except OSError as e:
-        logger.info(f"Could not save the image index to {cache_path} ({e}); it will be rebuilt next time")
+    except StorageError as e:
+        logger.info(f"Note: the image index is kept in memory for this run and rebuilt next time ({e})")
     return out

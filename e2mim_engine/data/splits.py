@@ -13,7 +13,7 @@ import os
 import random
 from collections import OrderedDict
 
-from ..errors import DataError
+from ..errors import DataError, StorageError
 from ..utils import listdir_nohidden, logger, read_json, write_json
 from .datum import Datum
 
@@ -70,10 +70,22 @@ def no_dataset_writes():
         _WRITES["allowed"] = old
 
 
+def save_dataset_file(path, write, what):
+    """Run ``write()`` (which writes ``path`` into a dataset folder). A dataset folder that
+    cannot be written (read-only, shared, full) does not stop the run: the file is kept in
+    memory for this run and one log line says so. Returns whether it was written."""
+    try:
+        write()
+        return True
+    except StorageError as e:
+        logger.info(f"Note: the {what} is kept in memory for this run, not saved ({e})")
+        return False
+
+
 def save_generated_split(train, val, test, filepath, path_prefix):
-    """save_split, unless inside no_dataset_writes()."""
+    """save_split, unless inside no_dataset_writes() or the folder is not writable."""
     if dataset_writes_allowed():
-        save_split(train, val, test, filepath, path_prefix)
+        save_dataset_file(filepath, lambda: save_split(train, val, test, filepath, path_prefix), "split")
     else:
         logger.info(f"Not saving the split to {filepath} (read-only check)")
 
