@@ -75,6 +75,15 @@ METHODS = [
     Method("prograd", "ProGrad", "vit_b16_ep100", "vit_b16_ep100", "vit_b16_ep100", False),
     # KgCoOp (Yao et al., CVPR 2023): N_CTX 4, CTX_INIT "a photo of a", W 8.0, 100 epochs.
     Method("kgcoop", "KgCoOp", "vit_b16_ep100_ctxv1", "vit_b16_ep100_ctxv1", "vit_b16_ep100_ctxv1", False),
+    # IVLP (deep independent V-L prompts; PromptSRC's baseline): 4+4 tokens, depth 9, 20 epochs.
+    Method("ivlp", "IVLP", "vit_b16_c2_ep20_batch4_4+4ctx", "vit_b16_c2_ep20_batch4_4+4ctx",
+           "vit_b16_c2_ep20_batch4_4+4ctx", False),
+    # MaPLe (Khattak et al., CVPR 2023): 2 tokens coupled per layer, depth 9 (3 cross-dataset).
+    Method("maple", "MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
+           "vit_b16_c2_ep5_batch4_2ctx", False),
+    # PromptSRC (Khattak et al., ICCV 2023): IVLP 4+4, depth 9, L1/KL self-regulation, Gaussian aggregation.
+    Method("promptsrc", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
+           "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot", False),
     # E2MIM (ours; docs/METHOD.md): one cfg per protocol.
     Method("e2mim", "E2MIM", "vit_b16_base2new", "vit_b16_cross_dataset", "vit_b16_fewshot", False),
 ]

@@ -1,0 +1,318 @@
+"""Deep vision-language prompts on CLIP's own blocks: learnable tokens inserted at the input
+of chosen transformer layers of the image and the text encoders, without a copy of CLIP.
+
+The encoders here run the frozen model's modules themselves (conv1, class and positional
+embeddings, ln_pre, each ``resblocks[i]``, ln_post, proj; token embeddings, each text block,
+ln_final, text_projection) and only change the token sequence between blocks:
+
+* vision: the input prompts [n, width] are appended after the patch tokens (after the
+  positional embedding, before ln_pre), so the sequence is [CLS, patches, prompts]; at the
+  input of block k (k = 1 .. depth-1) the last n positions are *replaced* by the prompts of
+  layer k (the outputs the previous layer produced there are dropped).
+* text: the input prompts are the context positions 1 .. n after SOS (spliced in by the
+  prompt learner, then the positional embedding is added); at the input of block k the
+  positions 1 .. n are replaced by that layer's prompts.
+
+This is the layout of the published MaPLe/IVLP/PromptSRC code. The text side keeps the
+EOT truncation of ``prompting.TextEncoder``: the mask is causal and deep prompts sit before
+every EOT, so positions after the longest EOT never reach a feature at any layer.
+
+With no prompts both encoders equal CLIP's encode_image / encode_text. Weights keep the
+run's dtype; prompts are float32 parameters cast to the activations' dtype at use.
+"""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from yacs.config import CfgNode as CN
+
+from e2mim_engine.errors import ConfigError
+from e2mim_engine.evaluation import compute_accuracy
+from e2mim_engine.utils import logger
+
+from .prompt_trainer import ClipTrainer, PromptTrainer
+from .prompting import _tokenizer, clip, tokenize
+
+
+def check_vit(clip_model, what="Deep prompts"):
+    """ConfigError unless the image encoder is a ViT (a ResNet has no token sequence)."""
+    visual = clip_model.visual
+    if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
+        raise ConfigError(f"{what} need a ViT image encoder (ViT-B/32, ViT-B/16, ViT-L/14, random:tiny); "
+                          f"this backbone's image encoder is {type(visual).__name__}, which has no "
+                          f"transformer layers to insert tokens into.")
+
+
+def encoder_shapes(clip_model):
+    """{vision_width, vision_layers, text_width, text_layers}, read from the model."""
+    check_vit(clip_model)
+    return {"vision_width": clip_model.visual.conv1.weight.shape[0],
+            "vision_layers": len(clip_model.visual.transformer.resblocks),
+            "text_width": clip_model.ln_final.weight.shape[0],
+            "text_layers": len(clip_model.transformer.resblocks)}
+
+
+def check_depth(depth, layers, key, low=0):
+    """The prompt depth to use: ConfigError below ``low``; above the encoder's layer count it
+    is clamped with a note (what the published code does silently), so the published files
+    also run on small shapes such as random:tiny."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < low:
+        raise ConfigError(f"{key} must be an integer >= {low} (layers that get prompts); got {depth!r}.")
+    if depth > layers:
+        logger.info(f"Note: {key} {depth} exceeds the {layers} layers of this backbone's encoder; "
+                    f"all {layers} layers get prompts")
+        return layers
+    return depth
+
+
+def _per_sample(p, n, dtype):
+    return p.to(dtype).unsqueeze(1).expand(-1, n, -1)  # [n_ctx, D] -> [n_ctx, N, D]
+
+
+class DeepVisionEncoder(nn.Module):
+    """CLIP's ViT image encoder with prompts appended at the input and replaced per layer."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        check_vit(clip_model)
+        self.visual = clip_model.visual
+
+    def forward(self, image, ctx=None, deep=()):
+        """image [N, 3, H, W]; ctx [n, width] or None; deep[j] ([n, width] or None) replaces the
+        prompt positions at the input of block j + 1. Returns [N, embed_dim] (unnormalized)."""
+        v = self.visual
+        dtype = v.conv1.weight.dtype
+        x = v.conv1(image.type(dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        n = 0
+        if ctx is not None:
+            n = ctx.shape[0]
+            x = torch.cat([x, ctx.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+        x = v.ln_pre(x).permute(1, 0, 2)  # [L, N, D]
+        if len(deep) >= len(v.transformer.resblocks):
+            raise ValueError(f"{len(deep)} deep vision prompts for {len(v.transformer.resblocks)} layers")
+        for i, block in enumerate(v.transformer.resblocks):
+            p = deep[i - 1] if 0 < i <= len(deep) else None
+            if p is not None:
+                if p.shape[0] != n:
+                    raise ValueError(f"layer {i} has {p.shape[0]} vision prompts, the input has {n}")
+                x = torch.cat([x[:x.shape[0] - n], _per_sample(p, x.shape[1], x.dtype)], dim=0)
+            x = block(x)
+        x = v.ln_post(x[0])
+        return x @ v.proj if v.proj is not None else x
+
+
+class DeepTextEncoder(nn.Module):
+    """CLIP's text encoder on token embeddings, with positions 1..n replaced per layer.
+
+    Same call as ``prompting.TextEncoder`` (so it also encodes fixed texts), plus ``deep``."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.transformer = clip_model.transformer
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.dtype = clip_model.dtype
+
+    def forward(self, prompts, tokenized_prompts, deep=()):
+        """prompts [n, L, d] (context at 1..n_ctx); deep[j] ([n_ctx, d] or None) replaces the
+        context positions at the input of block j + 1."""
+        L = prompts.shape[1]
+        x = (prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)).permute(1, 0, 2)
+        blocks = self.transformer.resblocks
+        if len(deep) >= len(blocks):
+            raise ValueError(f"{len(deep)} deep text prompts for {len(blocks)} layers")
+        for i, block in enumerate(blocks):
+            p = deep[i - 1] if 0 < i <= len(deep) else None
+            if p is not None:
+                n = p.shape[0]
+                x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1 + n:]], dim=0)
+            x = block(x)
+        x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
+        eot = tokenized_prompts.argmax(dim=-1)
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+def _init_prompts(count, n, width, device):
+    """``count`` learnable [n, width] prompts, N(0, 0.02) as in the published code."""
+    return nn.ParameterList([nn.Parameter(nn.init.normal_(torch.empty(n, width, device=device), std=0.02))
+                             for _ in range(count)])
+
+
+class DeepPromptLearner(nn.Module):
+    """Text context [SOS] ctx*n "<rest of CTX_INIT> <class>." [EOT] plus deep prompts.
+
+    The published rule for CTX_INIT: with n <= 4 the first n tokens of CTX_INIT initialise
+    the context and the rest of CTX_INIT stays as fixed words (N_CTX 2 with "a photo of a":
+    learned "a photo", fixed "of a"); otherwise the context is random. The class-name token
+    buffers are non-persistent and listed in checkpoint_ignored_keys, so a prompt trained on
+    base classes loads for new classes. Subclasses add the vision side in vision_prompts().
+    """
+
+    checkpoint_ignored_keys = ("token_prefix", "token_suffix")
+
+    def __init__(self, clip_model, classnames, n_ctx, ctx_init, text_depth, key="N_CTX"):
+        super().__init__()
+        shapes = encoder_shapes(clip_model)
+        if not isinstance(n_ctx, int) or n_ctx < 1:
+            raise ConfigError(f"{key} must be a positive integer (learnable text tokens); got {n_ctx!r}.")
+        width = shapes["text_width"]
+        embed = clip_model.token_embedding
+        device = embed.weight.device
+        if ctx_init and n_ctx <= 4:
+            ctx_init = ctx_init.replace("_", " ")
+            n_words = len(_tokenizer.encode(ctx_init))
+            if n_words < n_ctx:
+                raise ConfigError(f"CTX_INIT '{ctx_init}' has {n_words} tokens, fewer than the {n_ctx} "
+                                  f"context tokens ({key}) it initialises.")
+            with torch.no_grad():
+                init = embed(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()
+            prompt_prefix = ctx_init
+        else:
+            init = nn.init.normal_(torch.empty(n_ctx, width, device=device), std=0.02)
+            prompt_prefix = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(init)
+        self.text_deep = _init_prompts(max(text_depth - 1, 0), n_ctx, width, device)
+        self.prompt_prefix, self.n_ctx, self.n_cls = prompt_prefix, n_ctx, len(classnames)
+        self.text_depth = text_depth
+        names = [c.replace("_", " ") for c in classnames]
+        tokenized = tokenize([f"{prompt_prefix} {c}." for c in names]).to(device)
+        with torch.no_grad():
+            embedding = embed(tokenized)
+        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # rest, EOT
+
+    def text_prompts(self):
+        """(prompt embeddings [C, L, d], deep text prompts per layer 1..)."""
+        ctx = self.ctx.to(self.token_prefix.dtype).unsqueeze(0).expand(self.n_cls, -1, -1)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1), list(self.text_deep)
+
+    def vision_prompts(self):
+        """(input prompts [n, width] or None, deep vision prompts per layer 1..)."""
+        return None, []
+
+
+class IVLPPromptLearner(DeepPromptLearner):
+    """Independent vision and language prompts: separate learnable tokens per layer and branch."""
+
+    def __init__(self, clip_model, classnames, n_ctx_text, ctx_init, text_depth, n_ctx_vision,
+                 vision_depth, key="N_CTX_TEXT"):
+        super().__init__(clip_model, classnames, n_ctx_text, ctx_init, text_depth, key)
+        width, device = encoder_shapes(clip_model)["vision_width"], self.ctx.device
+        on = vision_depth >= 1 and n_ctx_vision >= 1
+        self.vision_depth = vision_depth if on else 0
+        self.vision_ctx = _init_prompts(1, n_ctx_vision, width, device)[0] if on else None
+        self.vision_deep = _init_prompts(vision_depth - 1 if on else 0, n_ctx_vision, width, device)
+
+    def vision_prompts(self):
+        return self.vision_ctx, list(self.vision_deep)
+
+
+class MaPLePromptLearner(DeepPromptLearner):
+    """MaPLe: language prompts of every prompted layer, each mapped into the vision branch by
+    its own linear coupling (text width -> vision width, both read from the model)."""
+
+    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, key="N_CTX"):
+        super().__init__(clip_model, classnames, n_ctx, ctx_init, depth, key)
+        shapes = encoder_shapes(clip_model)
+        device = self.ctx.device
+        self.proj = nn.Linear(shapes["text_width"], shapes["vision_width"]).to(device)
+        # One initialisation cloned per layer, as the published code does.
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(self.proj) for _ in range(depth - 1)])
+
+    def vision_prompts(self):
+        deep = [f(p) for f, p in zip(self.compound_prompt_projections, self.text_deep)]
+        return self.proj(self.ctx), deep
+
+
+class DeepPromptCLIP(nn.Module):
+    """Frozen CLIP + a deep prompt learner (same interface as prompting.PromptCLIP)."""
+
+    def __init__(self, clip_model, prompt_learner):
+        super().__init__()
+        self.clip = clip_model
+        self.prompt_learner = prompt_learner
+        self.text_encoder = DeepTextEncoder(clip_model)
+        self.image_encoder = DeepVisionEncoder(clip_model)
+
+    @property
+    def logit_scale(self):
+        return self.clip.logit_scale.exp().float()
+
+    def text_features(self):
+        pl = self.prompt_learner
+        prompts, deep = pl.text_prompts()
+        return F.normalize(self.text_encoder(prompts, pl.tokenized_prompts, deep).float(), dim=-1)
+
+    def image_features(self, image):
+        ctx, deep = self.prompt_learner.vision_prompts()
+        return F.normalize(self.image_encoder(image, ctx, deep).float(), dim=-1)
+
+    @torch.no_grad()
+    def frozen_image_features(self, image):
+        """The frozen model's normalized image features (no prompts): no second CLIP needed."""
+        return F.normalize(self.image_encoder(image).float(), dim=-1)
+
+    def forward(self, image, text_features=None):
+        img = self.image_features(image)
+        txt = self.text_features() if text_features is None else text_features
+        return self.logit_scale * img @ txt.t()
+
+
+def ivlp_node(n_ctx_vision=2, n_ctx_text=2, depth_vision=9, depth_text=9):
+    """The published IVLP keys (PromptSRC's node has the same ones plus its loss keys)."""
+    c = CN()
+    c.N_CTX_VISION = n_ctx_vision        # vision tokens per prompted layer
+    c.N_CTX_TEXT = n_ctx_text            # text tokens per prompted layer
+    c.CTX_INIT = "a photo of a"          # initial words of the text input context
+    c.PREC = "fp16"
+    c.PROMPT_DEPTH_VISION = depth_vision  # layers 0 .. depth-1 get vision prompts (0: none)
+    c.PROMPT_DEPTH_TEXT = depth_text      # layers 0 .. depth-1 get text prompts (>= 1)
+    return c
+
+
+class DeepPromptTrainer(PromptTrainer):
+    """PromptTrainer on DeepPromptCLIP: a method supplies build_prompt_learner (and a loss)."""
+
+    prompt_clip = DeepPromptCLIP
+
+    def validate_cfg(self, cfg):
+        ClipTrainer.validate_cfg(self, cfg)  # not PromptTrainer's N_CTX check: other key names
+
+    def build_model(self):
+        clip_model = self.build_clip()
+        check_vit(clip_model, f"{self.cfg.TRAINER.NAME}'s deep prompts")
+        self.model = self.prompt_clip(clip_model, self.build_prompt_learner(clip_model))
+        optim, sched = self.build_optim_sched(self.model.prompt_learner)
+        self.register_model("prompt_learner", self.model.prompt_learner, optim, sched)
+
+    def build_ivlp_learner(self, clip_model):
+        """IVLPPromptLearner from the node's published IVLP keys, depths checked on the model."""
+        c, node = self.cfg_node(), f"TRAINER.{self.node}"
+        shapes = encoder_shapes(clip_model)
+        text = check_depth(c.PROMPT_DEPTH_TEXT, shapes["text_layers"], f"{node}.PROMPT_DEPTH_TEXT", low=1)
+        vision = check_depth(c.PROMPT_DEPTH_VISION, shapes["vision_layers"], f"{node}.PROMPT_DEPTH_VISION")
+        if not isinstance(c.N_CTX_VISION, int) or c.N_CTX_VISION < 0:
+            raise ConfigError(f"{node}.N_CTX_VISION must be an integer >= 0; got {c.N_CTX_VISION!r}.")
+        return IVLPPromptLearner(clip_model, self.classnames, c.N_CTX_TEXT, c.CTX_INIT, text,
+                                 c.N_CTX_VISION, vision, key=f"{node}.N_CTX_TEXT")
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with self.precision.autocast():
+            output = self.model(image)
+            loss = F.cross_entropy(output.float(), label)
+        self.model_backward_and_update(loss)
+        return {"loss": loss.item(), "acc": compute_accuracy(output, label)}
+
+    def result_metadata(self):
+        pl = self.model.prompt_learner
+        return {"prompt_init": pl.prompt_prefix, "prompt_depth_text": pl.text_depth,
+                "prompt_depth_vision": getattr(pl, "vision_depth", pl.text_depth),
+                "trainable_params": sum(p.numel() for p in pl.parameters() if p.requires_grad)}
