@@ -42,6 +42,7 @@ setup(
             "e2mim-demo = e2mim_tools.demo:main",
             "e2mim-bench-imagenet-index = e2mim_tools.bench_imagenet_index:main",
             "e2mim-pretrain-tiny-clip = e2mim_datasets.compworld.pretrain:main",
+            "e2mim-sweep = e2mim_tools.sweep.cli:main",
         ],
         # Backbones built on this machine, found by name (e2mim_clip.loader.local_backbones).
         "e2mim.backbones": [

@@ -136,7 +136,14 @@ def atomic_folder(path):
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+            # Another process generated the same folder first (two runs starting together):
+            # its copy is complete, since it too was renamed into place whole.
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

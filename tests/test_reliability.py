@@ -476,3 +476,15 @@ def test_read_only_dataset_folder_still_trains(demo_root, tmp_path, capsys, monk
     assert log.count("few-shot draw is kept in memory for this run") == 1 and "read-only" in log
     assert not (root / "demo" / "split_fewshot").exists() or not os.listdir(root / "demo" / "split_fewshot")
     assert read_json(out / "results.json")["shots_drawn"] == {"min": 2, "max": 2}
+
+
+def test_generated_folder_race_keeps_the_first_complete_copy(tmp_path):
+    """Two runs generating the same dataset at once: the second to finish keeps the first's."""
+    from e2mim_engine.utils import atomic_folder
+    target = tmp_path / "demo"
+    with atomic_folder(str(target)) as tmp:
+        open(os.path.join(tmp, "a.txt"), "w").write("second")
+        with atomic_folder(str(target)) as tmp2:   # the other run finishes first
+            open(os.path.join(tmp2, "a.txt"), "w").write("first")
+    assert (target / "a.txt").read_text() == "first"
+    assert sorted(os.listdir(tmp_path)) == ["demo"]  # no temp folder left
