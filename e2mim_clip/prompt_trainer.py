@@ -29,6 +29,54 @@ def context_node(n_ctx=16, ctx_init="", csc=False, prec="fp16", class_token_posi
     return c
 
 
+def _keys(node, name):
+    return list(node.get("TRAINER", {}).get(name, {}))
+
+
+def read_published_coop_keys(sources, node, published_defaults, ctx_init_true, method):
+    """Config sources with a method's published TRAINER.COOP keys moved to TRAINER.<node>.
+
+    KgCoOp's and ProGrad's repositories keep their context keys under CoOp's node. When any
+    source of the run sets such a key, the keys become the method's own, on top of the
+    defaults of the published code (``published_defaults``, which also lists the keys that
+    move), with CTX_INIT True read as ``ctx_init_true`` and False as random init; KEYS_FROM
+    records the layout. Keys under both nodes are an error: one of them would be ignored.
+    """
+    coop_set = [f"TRAINER.COOP.{k}" for _, n in sources for k in _keys(n, "COOP") if k in published_defaults]
+    if not coop_set:
+        return sources
+    own_set = [f"TRAINER.{node}.{k}" for _, n in sources for k in _keys(n, node) if k in published_defaults]
+    if own_set:
+        raise ConfigError(
+            f"{method} reads its keys from one node: {', '.join(coop_set)} ({method}'s published keys) and "
+            f"{', '.join(own_set)} are both set. Use TRAINER.{node}.* only, or TRAINER.COOP.* only.")
+
+    def ctx_init(value):
+        if value in (True, "True", "true"):
+            return ctx_init_true
+        return "" if value in (False, None, "False", "false", "None", "") else str(value)
+
+    adapted, first = [], True
+    for label, n in sources:
+        coop = n.get("TRAINER", {}).get("COOP", {})
+        moved = {k: coop[k] for k in list(coop) if k in published_defaults}
+        if moved:
+            n = n.clone()
+            own = n.TRAINER.get(node) or CN()
+            if first:  # the published defaults come with the published layout, before its keys
+                own.update(published_defaults)
+                own.KEYS_FROM = "TRAINER.COOP"
+                first = False
+            for k, v in moved.items():
+                own[k] = ctx_init(v) if k == "CTX_INIT" else v
+                del n.TRAINER.COOP[k]
+            n.TRAINER[node] = own
+            if not n.TRAINER.COOP:
+                del n.TRAINER["COOP"]
+        adapted.append((label, n))
+    return adapted
+
+
 class ClipTrainer(TrainerBase):
     """A trainer on a frozen CLIP. Subclasses set ``node`` and fill in build_model."""
 

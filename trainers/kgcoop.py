@@ -21,9 +21,8 @@ random init, a string as given. TRAINER.KGCOOP.KEYS_FROM records which layout wa
 Keys under both nodes in one run are an error (one of them would be ignored).
 """
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
-from e2mim_clip.prompt_trainer import PromptTrainer, context_node
+from e2mim_clip.prompt_trainer import PromptTrainer, context_node, read_published_coop_keys
 from e2mim_clip.prompting import cosine_consistency
 from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.errors import ConfigError
@@ -34,18 +33,6 @@ KGCOOP_CTX_INIT = "a photo of a"   # what KgCoOp's code uses whenever CTX_INIT i
 # TRAINER.COOP.* defaults in KgCoOp's train.py (W: its loss weight), used with its layout.
 PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16",
                       "CLASS_TOKEN_POSITION": "end", "W": 1.0}
-
-
-def _published_ctx_init(value):
-    if value in (True, "True", "true"):
-        return KGCOOP_CTX_INIT
-    if value in (False, None, "False", "false", "None", ""):
-        return ""
-    return str(value)
-
-
-def _keys(node, name):
-    return list(node.get("TRAINER", {}).get(name, {}))
 
 
 @TRAINER_REGISTRY.register()
@@ -62,35 +49,7 @@ class KgCoOp(PromptTrainer):
     @classmethod
     def adapt_cfg_sources(cls, sources):
         """KgCoOp's published TRAINER.COOP keys read as TRAINER.KGCOOP (module docstring)."""
-        coop_set = [f"TRAINER.COOP.{k}" for _, node in sources for k in _keys(node, "COOP")
-                    if k in PUBLISHED_DEFAULTS]
-        if not coop_set:
-            return sources
-        kg_set = [f"TRAINER.KGCOOP.{k}" for _, node in sources for k in _keys(node, "KGCOOP")
-                  if k in PUBLISHED_DEFAULTS]
-        if kg_set:
-            raise ConfigError(
-                f"KgCoOp reads its keys from one node: {', '.join(coop_set)} (KgCoOp's published keys) and "
-                f"{', '.join(kg_set)} are both set. Use TRAINER.KGCOOP.* only, or TRAINER.COOP.* (+ W) only.")
-        adapted, first = [], True
-        for label, node in sources:
-            coop = node.get("TRAINER", {}).get("COOP", {})
-            moved = {k: coop[k] for k in list(coop) if k in PUBLISHED_DEFAULTS}
-            if moved:
-                node = node.clone()
-                kg = node.TRAINER.get("KGCOOP") or CN()
-                if first:  # KgCoOp's defaults come with its layout, before any of its keys
-                    kg.update(PUBLISHED_DEFAULTS)
-                    kg.KEYS_FROM = "TRAINER.COOP"
-                    first = False
-                for k, v in moved.items():
-                    kg[k] = _published_ctx_init(v) if k == "CTX_INIT" else v
-                    del node.TRAINER.COOP[k]
-                node.TRAINER.KGCOOP = kg
-                if not node.TRAINER.COOP:
-                    del node.TRAINER["COOP"]
-            adapted.append((label, node))
-        return adapted
+        return read_published_coop_keys(sources, "KGCOOP", PUBLISHED_DEFAULTS, KGCOOP_CTX_INIT, "KgCoOp")
 
     def check_cfg(self, cfg):
         c = cfg.TRAINER.KGCOOP

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_clip.prompt_trainer import PromptTrainer, context_node
+from e2mim_clip.prompt_trainer import PromptTrainer, context_node, read_published_coop_keys
 from e2mim_clip.prompting import PromptLearner, _tokenizer, tokenize
 from e2mim_clip.templates import TEMPLATE_SETS, dataset_template
 from e2mim_engine.errors import ConfigError, UserError
@@ -49,18 +49,6 @@ TEMPLATE_INIT = "{template}"  # CTX_INIT: the words of the dataset's template
 # TRAINER.COOP.* defaults of ProGrad's train.py, used with its layout.
 PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
 LOSS_DEFAULTS = {"NAME": "", "LAMBDA": 1.0, "T": 1.0}
-
-
-def _published_ctx_init(value):
-    if value in (True, "True", "true"):
-        return TEMPLATE_INIT
-    if value in (False, None, "False", "false", "None", ""):
-        return ""
-    return str(value)
-
-
-def _keys(node, name):
-    return list(node.get("TRAINER", {}).get(name, {}))
 
 
 def prograd_losses(logits, zs_logits, label, T=1.0):
@@ -99,35 +87,7 @@ class ProGrad(PromptTrainer):
     @classmethod
     def adapt_cfg_sources(cls, sources):
         """ProGrad's published TRAINER.COOP keys read as TRAINER.PROGRAD (module docstring)."""
-        coop_set = [f"TRAINER.COOP.{k}" for _, node in sources for k in _keys(node, "COOP")
-                    if k in PUBLISHED_DEFAULTS]
-        if not coop_set:
-            return sources
-        own_set = [f"TRAINER.PROGRAD.{k}" for _, node in sources for k in _keys(node, "PROGRAD")
-                   if k in PUBLISHED_DEFAULTS]
-        if own_set:
-            raise ConfigError(
-                f"ProGrad reads its context keys from one node: {', '.join(coop_set)} (ProGrad's published "
-                f"keys) and {', '.join(own_set)} are both set. Use TRAINER.PROGRAD.* only, or TRAINER.COOP.* only.")
-        adapted, first = [], True
-        for label, node in sources:
-            coop = node.get("TRAINER", {}).get("COOP", {})
-            moved = {k: coop[k] for k in list(coop) if k in PUBLISHED_DEFAULTS}
-            if moved:
-                node = node.clone()
-                own = node.TRAINER.get("PROGRAD") or CN()
-                if first:  # ProGrad's code defaults come with its layout, before any of its keys
-                    own.update(PUBLISHED_DEFAULTS)
-                    own.KEYS_FROM = "TRAINER.COOP"
-                    first = False
-                for k, v in moved.items():
-                    own[k] = _published_ctx_init(v) if k == "CTX_INIT" else v
-                    del node.TRAINER.COOP[k]
-                node.TRAINER.PROGRAD = own
-                if not node.TRAINER.COOP:
-                    del node.TRAINER["COOP"]
-            adapted.append((label, node))
-        return adapted
+        return read_published_coop_keys(sources, "PROGRAD", PUBLISHED_DEFAULTS, TEMPLATE_INIT, "ProGrad")
 
     def check_cfg(self, cfg):
         c, loss = cfg.TRAINER.PROGRAD, cfg.LOSS
