@@ -74,28 +74,6 @@ exec "$REAL_PYTHON" "$@"
 
 
 @pytest.mark.parametrize("folder,cfg", [("coop", None), ("coop", "demo_tiny"), ("zsclip", None)])
-def _wait_for_locks_released(root, timeout=20):
-    """The killed sweep's runs die with it (a signal from the kernel), but not at the same
-    instant: wait until no run folder's lock is still held before running the sweep again."""
-    import fcntl
-    deadline = time.time() + timeout
-    for dirpath, _, files in os.walk(root):
-        if ".e2mim.lock" not in files:
-            continue
-        fd = os.open(os.path.join(dirpath, ".e2mim.lock"), os.O_RDWR)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    break
-                except BlockingIOError:
-                    assert time.time() < deadline, f"{dirpath} is still locked"
-                    time.sleep(0.1)
-        finally:
-            os.close(fd)
-
-
 def test_dry_run_commands_equal_the_bash_scripts(tmp_path, folder, cfg):
     data = tmp_path / "data"
     data.mkdir()
@@ -347,3 +325,25 @@ def test_real_sweep_killed_and_rerun(tmp_path, demo_root, capsys):
     assert "fewshot" in st and "8/9" in st and "FAILED" in st
     assert main(["run", str(f), "--dry-run"]) == 0
     assert "# 9 runs (5 train, 4 eval), 8 already done" in capsys.readouterr().out
+
+
+def _wait_for_locks_released(root, timeout=20):
+    """The killed sweep's runs die with it (a signal from the kernel), but not at the same
+    instant: wait until no run folder's lock is still held before running the sweep again."""
+    import fcntl
+    deadline = time.time() + timeout
+    for dirpath, _, files in os.walk(root):
+        if ".e2mim.lock" not in files:
+            continue
+        fd = os.open(os.path.join(dirpath, ".e2mim.lock"), os.O_RDWR)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    assert time.time() < deadline, f"{dirpath} is still locked"
+                    time.sleep(0.1)
+        finally:
+            os.close(fd)
