@@ -33,7 +33,7 @@ from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.utils import logger
 
 from .prompt_trainer import ClipTrainer, PromptTrainer
-from .prompting import _tokenizer, clip, tokenize
+from .prompting import PromptCLIP, _tokenizer, clip, tokenize
 
 
 def check_vit(clip_model, what="Deep prompts"):
@@ -231,19 +231,13 @@ class MaPLePromptLearner(DeepPromptLearner):
         return self.proj(self.ctx), deep
 
 
-class DeepPromptCLIP(nn.Module):
-    """Frozen CLIP + a deep prompt learner (same interface as prompting.PromptCLIP)."""
+class DeepPromptCLIP(PromptCLIP):
+    """Frozen CLIP + a deep prompt learner: PromptCLIP with both encoders prompted per layer."""
 
     def __init__(self, clip_model, prompt_learner):
-        super().__init__()
-        self.clip = clip_model
-        self.prompt_learner = prompt_learner
+        super().__init__(clip_model, prompt_learner)
         self.text_encoder = DeepTextEncoder(clip_model)
         self.image_encoder = DeepVisionEncoder(clip_model)
-
-    @property
-    def logit_scale(self):
-        return self.clip.logit_scale.exp().float()
 
     def text_features(self):
         pl = self.prompt_learner
@@ -258,11 +252,6 @@ class DeepPromptCLIP(nn.Module):
     def frozen_image_features(self, image):
         """The frozen model's normalized image features (no prompts): no second CLIP needed."""
         return F.normalize(self.image_encoder(image).float(), dim=-1)
-
-    def forward(self, image, text_features=None):
-        img = self.image_features(image)
-        txt = self.text_features() if text_features is None else text_features
-        return self.logit_scale * img @ txt.t()
 
 
 def ivlp_node(n_ctx_vision=2, n_ctx_text=2, depth_vision=9, depth_text=9):
