@@ -61,6 +61,17 @@ def _child(req, fds):
             os._exit(code)
 
 
+def _reap():
+    """Collect the handlers that have finished (no zombies)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(path):
     import e2mim_datasets  # noqa: F401  (the slow imports, once)
     import e2mim_trainers  # noqa: F401
@@ -79,16 +90,24 @@ def serve(path):
         if req.get("stop"):
             conn.close()
             break
-        pid = os.fork()
-        if pid == 0:
+        # A handler per request waits for its job and reports the exit code, so requests are
+        # served at once: a job may itself start jobs (a sweep run through the scripts).
+        if os.fork() == 0:
             srv.close()
+            pid = os.fork()
+            if pid == 0:
+                conn.close()
+                _child(req, fds)
+            for fd in fds:
+                os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            conn.send(str(os.waitstatus_to_exitcode(status)).encode())
             conn.close()
-            _child(req, fds)
+            os._exit(0)
         for fd in fds:
             os.close(fd)
-        _, status = os.waitpid(pid, 0)
-        conn.send(str(os.waitstatus_to_exitcode(status)).encode())
         conn.close()
+        _reap()
 
 
 class ForkServer:

@@ -59,22 +59,52 @@ def _fake_python(tmp_path):
 
 # ---- the bash scripts and the sweep agree ----------------------------------------------------
 BASH_PYTHON = r'''#!/bin/bash
-# train.py calls are recorded (and "finish"), anything else runs the real interpreter.
-if [ "$1" = train.py ]; then
-  shift
+# train.py calls (as "train.py" or "-m e2mim_tools.train") are recorded and "finish" (a
+# results.json with the run's identity), anything else runs the real interpreter.
+if [ "$1" = train.py ] || { [ "$1" = -m ] && [ "$2" = e2mim_tools.train ]; }; then
+  if [ "$1" = train.py ]; then shift; else shift 2; fi
   printf '%s\x1f' "$@" >> "$CALLS"; printf '\n' >> "$CALLS"
-  while [ $# -gt 0 ]; do
-    if [ "$1" = --output-dir ]; then mkdir -p "$2"; echo '{}' > "$2/results.json"; fi
-    shift
-  done
-  exit 0
+  exec "$REAL_PYTHON" -c '
+import json, os, sys
+a = sys.argv[1:]
+def opt(k, d=None):
+    return a[a.index(k) + 1] if k in a else d
+out = opt("--output-dir")
+os.makedirs(out, exist_ok=True)
+ident = {"trainer": opt("--trainer"), "seed": int(opt("--seed")), "shots": int(opt("DATASET.NUM_SHOTS", -1)),
+         "subsample": opt("DATASET.SUBSAMPLE_CLASSES", "all")}
+with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({"accuracy": 50.0, "identity": ident}, f)
+' "$@"
 fi
 exec "$REAL_PYTHON" "$@"
 '''
 
 
+def _one_job_script(run, xd_source):
+    """The one-job script (and its arguments) the scripts offer for a run of the sweep."""
+    k = run.key
+    if k.startswith("base2new/train_base/"):
+        return "base2new_train.sh", [run.dataset, run.seed]
+    if k.startswith("base2new/test_new/"):
+        return "base2new_test.sh", [run.dataset, run.seed]
+    if k.startswith("evaluation/"):
+        return "xd_test.sh", [run.dataset, run.seed]
+    if k.startswith("fewshot/"):
+        return "fewshot_train.sh", [run.dataset, max(run.shots, 1), run.seed]   # zero-shot: shots_0 anyway
+    assert k.startswith(xd_source + "/"), k
+    return "xd_train.sh", [run.seed]
+
+
+def _recorded(calls):
+    return [ln.rstrip("\n").split("\x1f")[:-1] for ln in calls.read_text().splitlines()] if calls.exists() else []
+
+
 @pytest.mark.parametrize("folder,cfg", [("coop", None), ("coop", "demo_tiny"), ("zsclip", None)])
-def test_dry_run_commands_equal_the_bash_scripts(tmp_path, folder, cfg):
+def test_the_bash_scripts_run_what_the_sweep_runs(tmp_path, folder, cfg):
+    """The whole-protocol scripts run the sweep runner (checked: every job it starts, with the
+    scripts' settings passed through); each one-job script runs the same command the sweep
+    has for that job."""
     data = tmp_path / "data"
     data.mkdir()
     fake = tmp_path / "python"
@@ -93,11 +123,20 @@ def test_dry_run_commands_equal_the_bash_scripts(tmp_path, folder, cfg):
         out, calls = tmp_path / f"out_{proto}", tmp_path / f"calls_{proto}"
         r = subprocess.run(["bash", os.path.join("scripts", folder, script)], cwd=ROOT, capture_output=True,
                            text=True, env=dict(env, OUTPUT=str(out), CALLS=str(calls)))
-        assert r.returncode == 0, r.stderr
-        bash = [ln.rstrip("\n").split("\x1f")[:-1] for ln in calls.read_text().splitlines()]
+        assert r.returncode == 0, r.stdout + r.stderr
         sw = load(None, dict(settings, data=str(data), output=str(out), methods=[folder], protocols=[proto]))
-        sweep = [r.command("python")[3:] for r in expand(sw)]
-        assert sweep == bash, proto
+        runs = expand(sw)
+        expected = [r.command("python")[3:] for r in runs]
+        assert sorted(_recorded(calls)) == sorted(expected), proto
+        # the one-job scripts, in dependency order, into a fresh tree
+        out1, calls1 = tmp_path / f"one_{proto}", tmp_path / f"one_calls_{proto}"
+        sw1 = load(None, dict(settings, data=str(data), output=str(out1), methods=[folder], protocols=[proto]))
+        for run in expand(sw1):
+            name, args = _one_job_script(run, "caltech101")
+            r = subprocess.run(["bash", os.path.join("scripts", folder, name), *map(str, args)], cwd=ROOT,
+                               capture_output=True, text=True, env=dict(env, OUTPUT=str(out1), CALLS=str(calls1)))
+            assert r.returncode == 0, (name, args, r.stdout + r.stderr)
+            assert _recorded(calls1)[-1] == run.command("python")[3:], (name, args)
 
 
 def test_expansion_dependencies_and_shared_source(tmp_path):

@@ -18,10 +18,14 @@
 #   TRAINER_OPTS  more KEY VALUE pairs for every job (e.g. "TRAINER.ZSCLIP.ENSEMBLE True")
 #   LOADEP     epoch evaluated by the test scripts (default: OPTIM.MAX_EPOCH of OPTS or the cfg)
 #   PYTHON     interpreter (default: <repo>/.venv/bin/python if present, else python)
-#   KEEP_GOING=1  a whole-protocol script goes on after a failed job (and fails at the end)
+#   SLOTS      jobs at a time in a whole-protocol script (default 1; over the visible GPUs)
 #
-# A job whose folder holds results.json is skipped; a folder without it (an interrupted
-# run) is run again with the same command, which resumes from its last checkpoint.
+# The whole protocols (base2new.sh, xd.sh, dg.sh, fewshot.sh) run through the sweep runner
+# (python -m e2mim_tools.sweep; its state and tables under OUTPUT/sweeps/<method>-<protocol>/);
+# a failed job does not stop the others and the script exits 1 at the end. The one-job
+# scripts run train.py directly. Either way a job whose folder holds results.json is skipped,
+# and a folder without it (an interrupted run) is run again with the same command, which
+# resumes from its last checkpoint.
 # Output tree (LAYOUTS in e2mim_tools/protocols.py):
 #   base2new/{train_base,test_new}/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>
 #   <source>/<Trainer>/<cfg>_<K>shots/seed<S>   evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S>
@@ -53,9 +57,7 @@ SHOTS=${SHOTS:-$DEFAULT_SHOTS}
 SHOTS_LIST=${SHOTS_LIST:-$DEFAULT_SHOTS_LIST}
 OPTS=${OPTS:-}
 BACKBONE=${BACKBONE:-}
-KEEP_GOING=${KEEP_GOING:-0}
 if [ -n "${CFG:-}" ]; then CFG_B2N=$CFG; CFG_XD=$CFG; CFG_FS=$CFG; fi
-FAILED=()
 
 # Options before the positional arguments; the rest is left in ARGS.
 parse_options() {
@@ -118,8 +120,7 @@ run_job() {
   # shellcheck disable=SC2086
   if ! (cd "$REPO" && "$PYTHON" train.py "$@" $TRAINER_OPTS $OPTS); then
     echo "FAILED: $dir" >&2
-    FAILED+=("$dir")
-    [ "$KEEP_GOING" = 1 ] || exit 1
+    exit 1
   fi
 }
 
@@ -145,7 +146,7 @@ eval_model() {  # DIR DATASET SEED CFG MODEL_DIR [KEY VALUE ...]: evaluate a tra
     run_job "$dir" "${args[@]}" --eval-only "$@"
     return
   fi
-  if [ ! -f "$model_dir/results.json" ] && [ "$KEEP_GOING" != 1 ]; then
+  if [ ! -f "$model_dir/results.json" ]; then
     die "the model to evaluate has not finished training: $model_dir (run the train script first)"
   fi
   run_job "$dir" "${args[@]}" --model-dir "$model_dir" --load-epoch "$(load_epoch "$cfg")" --eval-only "$@"
@@ -183,40 +184,29 @@ fewshot_job() {  # DATASET SHOTS SEED (zero-shot CLIP: SHOTS 0, evaluation only)
 }
 
 # ---- whole protocols ---------------------------------------------------------------------
-finish() {
-  if [ ${#FAILED[@]} -gt 0 ]; then
-    echo "${#FAILED[@]} job(s) failed:" >&2
-    printf '  %s\n' "${FAILED[@]}" >&2
-    exit 1
-  fi
+
+# The whole protocols run through the sweep runner (e2mim_tools.sweep), which expands them from
+# the same protocol definitions: the same jobs, into the same folders, with the same arguments.
+# Finished jobs are skipped, unfinished ones resume, a failed job does not stop the others
+# (the script exits 1 at the end listing them). SLOTS=N runs N jobs at once.
+sweep_protocol() {  # PROTOCOL CFG
+  local a=(run --data "$DATA" --output "$OUTPUT" --name "$METHOD-$1" --methods "$METHOD" --protocols "$1"
+           --cfg "$2" --datasets $DATASETS --xd-source "$XD_SOURCE" --xd-datasets $XD_DATASETS
+           --dg-datasets $DG_DATASETS --seeds $SEEDS --shots "$SHOTS" --fewshot-shots $SHOTS_LIST
+           --python "$PYTHON" --slots "${SLOTS:-1}")
+  [ -z "$BACKBONE" ] || a+=(--backbone "$BACKBONE")
+  [ -z "${LOADEP:-}" ] || a+=(--load-epoch "$LOADEP")
+  # shellcheck disable=SC2206
+  local o=($TRAINER_OPTS $OPTS)
+  [ ${#o[@]} -eq 0 ] || a+=(--opts "${o[@]}")
+  (cd "$REPO" && "$PYTHON" -m e2mim_tools.sweep "${a[@]}") || exit 1
   echo "Done. Tables: $PYTHON -m e2mim_tools.parse_results $OUTPUT"
 }
 
-base2new_all() {
-  need 0 "" "$@"
-  for d in $DATASETS; do for s in $SEEDS; do b2n_train "$d" "$s"; b2n_test "$d" "$s"; done; done
-  finish
-}
-
-xd_all() {  # cross-dataset: train on XD_SOURCE, evaluate on XD_DATASETS
-  need 0 "" "$@"
-  for s in $SEEDS; do xd_train "$s"; for d in $XD_DATASETS; do xd_test "$d" "$s"; done; done
-  finish
-}
-
-dg_all() {  # domain generalization: the XD_SOURCE model (trained if needed) on DG_DATASETS
-  need 0 "" "$@"
-  for s in $SEEDS; do xd_train "$s"; for d in $DG_DATASETS; do xd_test "$d" "$s"; done; done
-  finish
-}
-
-fewshot_all() {
-  need 0 "" "$@"
-  local shots=$SHOTS_LIST
-  [ "$ZERO_SHOT" = 1 ] && shots=0
-  for d in $DATASETS; do for k in $shots; do for s in $SEEDS; do fewshot_job "$d" "$k" "$s"; done; done; done
-  finish
-}
+base2new_all() { need 0 "" "$@"; sweep_protocol base2new "$CFG_B2N"; }
+xd_all() { need 0 "" "$@"; sweep_protocol xd "$CFG_XD"; }        # train on XD_SOURCE, evaluate on XD_DATASETS
+dg_all() { need 0 "" "$@"; sweep_protocol dg "$CFG_XD"; }        # the XD_SOURCE model on DG_DATASETS
+fewshot_all() { need 0 "" "$@"; sweep_protocol fewshot "$CFG_FS"; }
 
 # Entry point of every script (scripts/lib/protocol_script.sh): main "$@" runs JOB
 main() {
