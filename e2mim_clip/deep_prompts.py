@@ -29,11 +29,10 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from e2mim_engine.errors import ConfigError
-from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.utils import logger
 
 from .prompt_trainer import ClipTrainer, PromptTrainer
-from .prompting import PromptCLIP, _tokenizer, clip, tokenize
+from .prompting import PromptCLIP, TextEncoder, _tokenizer, clip, tokenize
 
 
 def check_vit(clip_model, what="Deep prompts"):
@@ -106,18 +105,10 @@ class DeepVisionEncoder(nn.Module):
         return x @ v.proj if v.proj is not None else x
 
 
-class DeepTextEncoder(nn.Module):
+class DeepTextEncoder(TextEncoder):
     """CLIP's text encoder on token embeddings, with positions 1..n replaced per layer.
 
     Same call as ``prompting.TextEncoder`` (so it also encodes fixed texts), plus ``deep``."""
-
-    def __init__(self, clip_model):
-        super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
 
     def forward(self, prompts, tokenized_prompts, deep=()):
         """prompts [n, L, d] (context at 1..n_ctx); deep[j] ([n_ctx, d] or None) replaces the
@@ -291,14 +282,6 @@ class DeepPromptTrainer(PromptTrainer):
             raise ConfigError(f"{node}.N_CTX_VISION must be an integer >= 0; got {c.N_CTX_VISION!r}.")
         return IVLPPromptLearner(clip_model, self.classnames, c.N_CTX_TEXT, c.CTX_INIT, text,
                                  c.N_CTX_VISION, vision, key=f"{node}.N_CTX_TEXT")
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        with self.precision.autocast():
-            output = self.model(image)
-            loss = F.cross_entropy(output.float(), label)
-        self.model_backward_and_update(loss)
-        return {"loss": loss.item(), "acc": compute_accuracy(output, label)}
 
     def result_metadata(self):
         pl = self.model.prompt_learner

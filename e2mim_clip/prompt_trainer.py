@@ -5,12 +5,13 @@ prompt learner from a node's context keys and evaluate with class texts encoded 
 A method names its config node (``node = "COOP"``); the node holds PREC and, for prompt
 methods, CoOp's context keys N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION.
 """
+import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from e2mim_engine.errors import ConfigError
+from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
-
-from e2mim_engine.errors import ConfigError
 
 from .loader import backbone_checksum, load_clip
 from .prompting import PromptCLIP, PromptLearner, handcrafted_text_features
@@ -109,8 +110,9 @@ class ClipTrainer(TrainerBase):
 
 class PromptTrainer(ClipTrainer):
     """CoOp's model (frozen CLIP + learnable context) registered as "prompt_learner"; class
-    text features are encoded once per evaluation. Methods override forward_backward and,
-    when their prompt learner differs, build_prompt_learner / build_model."""
+    text features are encoded once per evaluation. The default step is CoOp's cross-entropy;
+    methods override forward_backward and, when their prompt learner differs,
+    build_prompt_learner / build_model."""
 
     prompt_clip = PromptCLIP
 
@@ -139,6 +141,14 @@ class PromptTrainer(ClipTrainer):
         logger.info(f"{what or type(self).__name__}: hand-crafted prompts {self.templates} "
                     f"({len(self.classnames)} classes, encoded once)")
         return self.text_h
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with self.precision.autocast():
+            output = self.model(image)
+            loss = F.cross_entropy(output.float(), label)
+        self.model_backward_and_update(loss)
+        return {"loss": loss.item(), "acc": compute_accuracy(output, label)}
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
