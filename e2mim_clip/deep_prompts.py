@@ -123,7 +123,7 @@ class DeepTextEncoder(TextEncoder):
             if p is not None:
                 n = p.shape[0]
                 x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1 + n:]], dim=0)
-            x = block(x)
+            x = self.run_stock_block(block, x)  # checkpointed when MODEL.TEXT_ENCODER.CHECKPOINT
         x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
         eot = tokenized_prompts.argmax(dim=-1)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection

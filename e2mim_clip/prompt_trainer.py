@@ -5,17 +5,43 @@ prompt learner from a node's context keys and evaluate with class texts encoded 
 A method names its config node (``node = "COOP"``); the node holds PREC and, for prompt
 methods, CoOp's context keys N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION.
 """
+import functools
+import hashlib
+import inspect
+
+import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from e2mim_engine import __version__
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
 from .loader import backbone_checksum, load_clip
-from .prompting import PromptCLIP, PromptLearner, handcrafted_text_features
+from .prompting import (PromptCLIP, PromptLearner, cosine_consistency, encode_images, handcrafted_text_features,
+                        mean_pairwise_cosine)
+from .prompting import TextEncoder
 from .templates import ENSEMBLE_TEMPLATES, dataset_template
+
+# What the feature caches hold for a CLIP method: the output of encode_frozen.
+FROZEN_FEATURES = "e2mim_clip.prompting.encode_images(normalize=True)"
+
+
+@functools.lru_cache(maxsize=None)
+def frozen_code_digest():
+    """A hash of the code that computes the frozen image features (the loader, the prompting
+    module and the e2mim_clip modules it uses): part of the feature cache's key, so editing
+    that code never lets a cache serve features of the old code."""
+    from . import loader, prompting
+    mods = {m.__name__: m for m in [loader, prompting] + [v for v in vars(prompting).values() if
+                                                          inspect.ismodule(v) and v.__name__.startswith("e2mim_clip.")]}
+    h = hashlib.sha256()
+    for name in sorted(mods):
+        h.update(name.encode() + b"\0" + inspect.getsource(mods[name]).encode())
+    return h.hexdigest()[:16]
 
 
 def context_node(n_ctx=16, ctx_init="", csc=False, prec="fp16", class_token_position="end"):
@@ -79,9 +105,30 @@ def read_published_coop_keys(sources, node, published_defaults, ctx_init_true, m
 
 
 class ClipTrainer(TrainerBase):
-    """A trainer on a frozen CLIP. Subclasses set ``node`` and fill in build_model."""
+    """A trainer on a frozen CLIP. Subclasses set ``node`` and fill in build_model.
+
+    The frozen image function of a CLIP method is encode_images of the frozen CLIP (normalized
+    features). A method whose image side is exactly that sets ``frozen_eval_features = True``
+    (and ``frozen_train_features = True`` when its training step uses nothing else of the
+    images) and reads image features through PromptCLIP.image_features / image_features_of,
+    which accept the cached features in place of images (e2mim_engine.trainer.TrainerBase).
+    """
 
     node = None
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.configure_text_encoders()
+
+    def configure_text_encoders(self):
+        """MODEL.TEXT_ENCODER.CHECKPOINT, read here only: set on every text encoder the method
+        built (PromptCLIP's, CoCoOp's, the deep-prompt encoders), so no method reads it."""
+        on = bool(self.cfg.MODEL.TEXT_ENCODER.CHECKPOINT)
+        for root in [getattr(self, "model", None), *self._models.values()]:
+            if isinstance(root, nn.Module):
+                for m in root.modules():
+                    if isinstance(m, TextEncoder):
+                        m.checkpoint = on
 
     def cfg_node(self):
         return self.cfg.TRAINER[self.node]
@@ -95,6 +142,24 @@ class ClipTrainer(TrainerBase):
                           cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
         self.backbone_sha256 = backbone_checksum(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CACHE_DIR)
         return model
+
+    @property
+    def frozen_clip(self):
+        """The frozen CLIP whose image encoder encode_frozen runs (ZeroshotCLIP's self.clip)."""
+        return self.clip
+
+    def encode_frozen(self, images):
+        """Normalized features of the frozen CLIP's image encoder, as model_inference computes them."""
+        with self.precision.autocast():
+            return encode_images(self.frozen_clip, images)
+
+    def frozen_feature_identity(self):
+        cfg = self.cfg
+        # A random CLIP has no checksum: its weights are fixed by its shape, seed and torch version.
+        return {"features": FROZEN_FEATURES, "backbone": cfg.MODEL.BACKBONE.NAME,
+                "backbone_sha256": self.backbone_sha256, "input_size": list(cfg.INPUT.SIZE),
+                "precision": self.precision.name, "device": self.device.type, "torch": torch.__version__,
+                "version": __version__, "code": frozen_code_digest()}
 
     def handcrafted_view(self, clip_model, template_set, ensemble=False, text_encoder=None):
         """Normalized class features [C, D] of this run's hand-crafted prompts, encoded once
@@ -115,6 +180,10 @@ class PromptTrainer(ClipTrainer):
     build_prompt_learner / build_model."""
 
     prompt_clip = PromptCLIP
+
+    @property
+    def frozen_clip(self):
+        return self.model.clip
 
     def validate_cfg(self, cfg):
         super().validate_cfg(cfg)
@@ -164,6 +233,21 @@ class PromptTrainer(ClipTrainer):
     def model_inference(self, image):
         with self.precision.autocast():
             return self.model(image, self.eval_text_features())
+
+    def epoch_diagnostics(self):
+        """class_cos: mean pairwise cosine of the learned class features (collapse shows as a
+        rise towards 1); with a hand-crafted view, view_cos: mean cos(t^s_c, t^h_c), and
+        handcrafted_class_cos, the same pairwise cosine of the hand-crafted features."""
+        if self.num_classes < 2:
+            return {}
+        with torch.no_grad(), self.precision.autocast():
+            t = self.model.text_features().float()
+        out = {"class_cos": mean_pairwise_cosine(t)}
+        text_h = getattr(self, "text_h", None)
+        if text_h is not None:
+            out["view_cos"] = 1.0 - float(cosine_consistency(t, text_h))
+            out["handcrafted_class_cos"] = mean_pairwise_cosine(text_h)
+        return out
 
     def result_metadata(self):
         return {"prompt_init": self.model.prompt_learner.prompt_prefix}

@@ -4,12 +4,20 @@ Speed: CLIP's text transformer is causal and the feature is read at the end-of-t
 token, so positions after the longest prompt's EOT cannot change any feature. Prompts are
 therefore cut to that length (typically 10-25 of 77 tokens) before the encoder runs; the
 result equals the full-length encoder to float tolerance (tests/test_clip.py checks it).
+
+Both encoders run CLIP's stock blocks through the fused batch-first forward of ``fused.py``
+(scaled_dot_product_attention, QuickGELU folded into the GEMMs), equal to CLIP's own
+modules to float tolerance and faster on CPU and GPU; models whose blocks are not CLIP's
+stock ones, and ResNet image encoders, keep CLIP's forward. The text encoder can checkpoint
+its blocks (``checkpoint``, set from MODEL.TEXT_ENCODER.CHECKPOINT by the trainer base).
 """
 import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import fused
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -26,7 +34,11 @@ def tokenize(texts, truncate_to_eot=True):
 
 
 class TextEncoder(nn.Module):
-    """CLIP's text tower on token *embeddings*, so learnable context vectors can be spliced in."""
+    """CLIP's text tower on token *embeddings*, so learnable context vectors can be spliced in.
+
+    ``checkpoint`` (False by default) recomputes each block's activations in the backward
+    pass instead of keeping them: the same loss and gradients, memory of one block instead of
+    all of them (the trainer base sets it from MODEL.TEXT_ENCODER.CHECKPOINT)."""
 
     def __init__(self, clip_model):
         super().__init__()
@@ -35,15 +47,33 @@ class TextEncoder(nn.Module):
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
         self.dtype = clip_model.dtype
+        self.checkpoint = False
+        # decided once: the blocks are frozen CLIP modules and do not change type
+        self._fused = fused.supports_fused(self.transformer)
+        self._attention = fused.attention_kind(self.transformer) if self._fused else None
+
+    def run_blocks(self, x):
+        """The transformer's blocks on batch-first ``x`` [n, L, d] (fused when possible)."""
+        if self._fused:
+            return fused.text_blocks(self.transformer, x, self.checkpoint, self._attention)
+        return fused.stock_text_blocks(self.transformer, x, self.checkpoint)
+
+    def run_stock_block(self, block, x):
+        """One of CLIP's blocks as it is (its own layout), checkpointed when ``checkpoint`` is
+        set and gradients flow: for encoders that change the sequence between blocks."""
+        if self.checkpoint and torch.is_grad_enabled() and x.requires_grad:
+            return fused.checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def forward(self, prompts, tokenized_prompts):
         """prompts: [n, L, d] embeddings; tokenized_prompts: [n, L] ids (EOT has the largest id)."""
         L = prompts.shape[1]
         x = prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-        x = self.ln_final(x).type(self.dtype)
+        x = self.run_blocks(x)
+        # only the EOT rows reach the feature: ln_final on n rows instead of n * L
         eot = tokenized_prompts.argmax(dim=-1)
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        return self.ln_final(x).type(self.dtype) @ self.text_projection
 
 
 @torch.no_grad()
@@ -74,14 +104,42 @@ def handcrafted_text_features(clip_model, classnames, templates, text_encoder=No
 def encode_images(clip_model, images, normalize=True):
     """Image features (float32) of the frozen image encoder, without autograd; normalized
     unless ``normalize`` is False (feature-level Mixup may blend the raw features)."""
-    feats = clip_model.encode_image(images.type(clip_model.dtype)).float()
+    visual = clip_model.visual
+    if fused.supports_fused_visual(visual) and not images.requires_grad:
+        # inference_mode skips autograd's version counters; the clone outside it makes the
+        # result an ordinary tensor that later autograd graphs (logits) may save
+        with torch.inference_mode():
+            feats = fused.vit_forward(visual, images).float()
+        feats = feats.clone()
+    else:
+        feats = clip_model.encode_image(images.type(clip_model.dtype)).float()
     return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def image_features_of(clip_model, x):
+    """Normalized float32 image features of ``x``: a batch of images [B, 3, H, W] through the
+    frozen encoder (encode_images), or ``x`` itself when it already holds those features
+    [B, D] (served by the feature cache: e2mim_engine.data.feature_cache)."""
+    if x.dim() == 2:
+        return x.float()
+    return encode_images(clip_model, x)
 
 
 def cosine_consistency(text_features, text_h):
     """1 - mean over classes of cos(learned, hand-crafted): KgCoOp's loss term, also E2MIM's
     cosine ablation. Both inputs [C, D]."""
     return 1.0 - F.cosine_similarity(text_features.float(), text_h.float(), dim=1, eps=1e-7).mean()
+
+
+def mean_pairwise_cosine(features):
+    """Mean cosine over the C(C-1) ordered pairs of distinct rows of [C, D]: how alike the
+    class features are (near 1 when the prompts collapse onto one direction)."""
+    f = F.normalize(features.float(), dim=-1)
+    C = f.shape[0]
+    if C < 2:
+        raise ValueError("the pairwise cosine needs at least two classes")
+    sim = f @ f.t()
+    return float((sim.sum() - sim.diagonal().sum()) / (C * (C - 1)))
 
 
 class PromptLearner(nn.Module):
@@ -169,7 +227,8 @@ class PromptCLIP(nn.Module):
         return F.normalize(self.text_encoder(pl(), pl.tokenized_prompts).float(), dim=-1)
 
     def image_features(self, image):
-        return encode_images(self.clip, image)
+        """Images [B, 3, H, W], or their cached frozen features [B, D] (image_features_of)."""
+        return image_features_of(self.clip, image)
 
     def forward(self, image, text_features=None):
         img = self.image_features(image)

@@ -96,6 +96,17 @@ def get_cfg_default():
     _C.DATALOADER.TEST = CN()
     _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
     _C.DATALOADER.TEST.BATCH_SIZE = 32
+    # Our addition: feature caches of methods whose image side is a frozen encoder
+    # (e2mim_engine.data.feature_cache; `e2mim-cache info|clear`).
+    _C.DATALOADER.FEATURE_CACHE = CN()
+    # Test and validation image features computed once per backbone, precision and transform
+    # and reused across epochs, seeds and methods (same numbers; off: False).
+    _C.DATALOADER.FEATURE_CACHE.EVAL = True
+    # K > 0: K augmented views per training image encoded once; each epoch trains on one view
+    # per image (a protocol change: off by default, so runs draw a new augmentation per step).
+    _C.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS = 0
+    # The cache folder; "" = $E2MIM_FEATURE_CACHE or ~/.cache/e2mim/features.
+    _C.DATALOADER.FEATURE_CACHE.DIR = ""
 
     _C.MODEL = CN()
     _C.MODEL.INIT_WEIGHTS = ""
@@ -106,6 +117,13 @@ def get_cfg_default():
     _C.MODEL.BACKBONE.PRETRAINED = True
     # Where CLIP weight files are looked up by name; "" means $CLIP_CACHE_DIR or ~/.cache/clip.
     _C.MODEL.BACKBONE.CACHE_DIR = ""
+    # Our addition: the text encoder shared by every prompt trainer (e2mim_clip.prompting).
+    _C.MODEL.TEXT_ENCODER = CN()
+    # True: gradient checkpointing of the text transformer's blocks (activations recomputed in
+    # the backward pass). Same loss and gradients, text-side activation memory of about one
+    # block instead of all of them, ~1.3x the text encoder's time: for many classes (ImageNet's
+    # 1000) on small GPUs. Not part of a run's identity (a run may resume with either value).
+    _C.MODEL.TEXT_ENCODER.CHECKPOINT = False
     _C.MODEL.HEAD = CN()
     _C.MODEL.HEAD.NAME = ""
     _C.MODEL.HEAD.HIDDEN_LAYERS = ()
@@ -148,6 +166,9 @@ def get_cfg_default():
     _C.TEST.NO_TEST = False
     _C.TEST.SPLIT = "test"
     _C.TEST.FINAL_MODEL = "last_step"
+    # Also evaluate the final model on the validation split after training and write its
+    # accuracy to results.json as val_accuracy (model selection without the test split).
+    _C.TEST.REPORT_VAL = False
 
     _C.TRAINER = CN()
     _C.TRAINER.NAME = ""

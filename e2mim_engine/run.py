@@ -26,7 +26,11 @@ LOCK_FILE = ".e2mim.lock"
 # Keys that say where, how verbosely or on which device a run happens, not what it computes:
 # a run may resume with other values of these.
 NOT_IDENTITY = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "DATASET.ROOT", "DATALOADER.NUM_WORKERS",
-                "TRAIN.PRINT_FREQ", "MODEL.BACKBONE.CACHE_DIR")
+                "TRAIN.PRINT_FREQ", "MODEL.BACKBONE.CACHE_DIR", "DATALOADER.FEATURE_CACHE.EVAL",
+                "DATALOADER.FEATURE_CACHE.DIR", "MODEL.TEXT_ENCODER.CHECKPOINT")
+# Keys added after runs were made, left out of the identity while they hold the value that
+# computes what runs made without them computed (so those runs keep their identity).
+IDENTITY_IF_NOT = {"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS": 0}
 
 
 def _plain(v):
@@ -57,7 +61,8 @@ def declared_keys(trainer_cls):
 def config_items(cfg, keys=None):
     """{KEY: value} of every config key that belongs to the run's identity (of ``keys``, the
     keys its trainer declares, when given)."""
-    return {k: v for k, v in _flatten(cfg).items() if k not in NOT_IDENTITY and (keys is None or k in keys)}
+    return {k: v for k, v in _flatten(cfg).items() if k not in NOT_IDENTITY and (keys is None or k in keys)
+            and not (k in IDENTITY_IF_NOT and v == IDENTITY_IF_NOT[k])}
 
 
 def config_hash(items):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .checkpoint import (epoch_file, learnable_state_dict, load_checkpoint, prune_epoch_files, read_checkpoint_file,
                          save_checkpoint)
 from .data.data_manager import DataManager
+from .data.feature_cache import CachedFeatureLoader, FeatureStore, cache_root, cached_features, cached_views, image_key
 from .device import resolve_precision, select_device
 from .errors import ConfigError, UserError
 from .evaluation import build_evaluator
@@ -27,6 +28,7 @@ from .seeding import epoch_seed, set_random_seed
 from .utils import AverageMeter, MetricMeter, logger, read_json, remove_stale_temp_files, write_json
 
 TRAINER_REGISTRY = Registry("trainer")
+DIAGNOSTICS_FILE = "diagnostics.json"   # per-epoch rows of TrainerBase.epoch_diagnostics()
 
 
 def build_trainer(cfg):
@@ -34,6 +36,16 @@ def build_trainer(cfg):
 
 
 class TrainerBase:
+    # A method whose image side is a frozen function of the image alone (a frozen encoder,
+    # nothing learned, prompted or mixed before it) says so here. frozen_eval_features: its
+    # model_inference also accepts the features of that function ([B, D], as encode_frozen
+    # returns them) in place of images, so test() may serve them from the evaluation feature
+    # cache. frozen_train_features: its forward_backward does too (parse_batch_train hands
+    # over batch["feat"]), so DATALOADER.FEATURE_CACHE.TRAIN_VIEWS can replace the images.
+    # Such a method also fills in encode_frozen and frozen_feature_identity.
+    frozen_eval_features = False
+    frozen_train_features = False
+
     @classmethod
     def extend_cfg(cls, cfg):
         """Add this method's config node (e.g. cfg.TRAINER.COOP). Called for every trainer."""
@@ -67,6 +79,9 @@ class TrainerBase:
         self.identity = run_identity(cfg, self.backbone_sha256, self._identity_keys)
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
+        self._feature_stores, self._eval_features = {}, {}
+        # Images served from / encoded into the feature caches by this trainer (all splits).
+        self.feature_cache_stats = {"eval_hits": 0, "eval_encoded": 0, "train_hits": 0, "train_encoded": 0}
 
     # ---- hooks a method fills in -------------------------------------------------------
     def validate_cfg(self, cfg):
@@ -81,6 +96,17 @@ class TrainerBase:
         if not isinstance(cfg.DATALOADER.NUM_WORKERS, int) or cfg.DATALOADER.NUM_WORKERS < 0:
             raise ConfigError(f"DATALOADER.NUM_WORKERS must be an integer >= 0 (0 = load in the main "
                               f"process); got {cfg.DATALOADER.NUM_WORKERS!r}.")
+        fc = cfg.DATALOADER.FEATURE_CACHE
+        if not isinstance(fc.EVAL, bool):
+            raise ConfigError(f"DATALOADER.FEATURE_CACHE.EVAL must be True or False; got {fc.EVAL!r}.")
+        views = fc.TRAIN_VIEWS
+        if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+            raise ConfigError(f"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS must be an integer >= 0 (augmented views "
+                              f"per training image encoded once; 0 = off); got {views!r}.")
+        if views and not self.frozen_train_features:
+            raise ConfigError(f"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS {views}: {cfg.TRAINER.NAME} cannot train on "
+                              f"cached image features (its training step runs the image encoder itself: "
+                              f"prompts or mixing inside the image side). Set it to 0 for this trainer.")
 
     def check_cfg(self, cfg):
         pass
@@ -124,14 +150,35 @@ class TrainerBase:
         return self.model(input)
 
     def parse_batch_train(self, batch):
-        return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device)
+        # "feat": the cached features of the images (DATALOADER.FEATURE_CACHE.TRAIN_VIEWS)
+        x = batch["feat"] if "feat" in batch else batch["img"]
+        return x.to(self.device, non_blocking=True), batch["label"].to(self.device)
 
     def parse_batch_test(self, batch):
         return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device)
 
+    def epoch_diagnostics(self):
+        """{name: float} measured over the epoch that just ended (e.g. how alike the learned
+        class features are), or {}. The base class logs them, writes them to tensorboard
+        under diag/ and keeps one row per epoch in OUTPUT_DIR/diagnostics.json, which
+        results.json copies; a resumed run continues the rows of the epochs it keeps."""
+        return {}
+
     def result_metadata(self):
         """Extra fields for results.json (e.g. the templates a method used)."""
         return {}
+
+    def encode_frozen(self, images):
+        """The frozen image function of a method with frozen_*_features: features [B, D]
+        (float32) of a batch of transformed images, without autograd. These are cached."""
+        raise NotImplementedError(f"{type(self).__name__} declares frozen image features but no encode_frozen")
+
+    def frozen_feature_identity(self):
+        """Everything besides the image and its transform that decides encode_frozen's output
+        (backbone and its checksum, precision, device, code version): a dict of plain values,
+        part of the feature cache's key."""
+        raise NotImplementedError(f"{type(self).__name__} declares frozen image features but no "
+                                  f"frozen_feature_identity")
 
     # ---- models, optimizers, precision -------------------------------------------------
     def set_precision(self, prec, key):
@@ -367,6 +414,59 @@ class TrainerBase:
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
 
+    # ---- feature caches (e2mim_engine.data.feature_cache) ------------------------------
+    def eval_feature_cache_on(self):
+        return bool(self.frozen_eval_features and self.cfg.DATALOADER.FEATURE_CACHE.EVAL)
+
+    def feature_store(self, transform, views=False):
+        """The store of this run's frozen function and ``transform`` (seeded training views
+        with ``views``), one object per run."""
+        identity = dict(self.frozen_feature_identity(), transform=repr(transform))
+        if views:
+            identity["views"] = "seeded per image and view (e2mim_engine.data.feature_cache.view_seed)"
+        store = FeatureStore(cache_root(self.cfg.DATALOADER.FEATURE_CACHE.DIR), identity)
+        return self._feature_stores.setdefault(store.id, store)
+
+    def _loader_kw(self):
+        return dict(num_workers=self.cfg.DATALOADER.NUM_WORKERS,
+                    pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA)
+
+    def cached_eval_features(self, loader):
+        """(features [N, D], labels [N]) of an evaluation loader's images, from the feature
+        cache where it has them. Kept in memory too: later test() calls of the run (best_val
+        evaluates every epoch) re-check each image's size and time, and read nothing."""
+        ds = loader.dataset
+        keys = [image_key(d.impath) for d in ds.data_source]
+        memo = self._eval_features.get(id(loader))
+        if memo is not None and memo[0] == keys:
+            self.feature_cache_stats["eval_hits"] += len(keys)
+            return memo[1], memo[2]
+        store = self.feature_store(ds.transform)
+        feats, hits, encoded = cached_features(store, ds.data_source, ds.transform, self.encode_frozen, self.device,
+                                               self.cfg.DATALOADER.TEST.BATCH_SIZE, keys=keys, **self._loader_kw())
+        self.feature_cache_stats["eval_hits"] += hits
+        self.feature_cache_stats["eval_encoded"] += encoded
+        labels = torch.as_tensor([d.label for d in ds.data_source], dtype=torch.long)
+        logger.info(f"Feature cache: {hits} of {len(keys)} images from {store.folder}, {encoded} encoded"
+                    + ("" if store.writable else " (not stored: the folder is not writable)"))
+        self._eval_features[id(loader)] = (keys, feats, labels)
+        return feats, labels
+
+    def cached_train_loader(self):
+        """The training loader on DATALOADER.FEATURE_CACHE.TRAIN_VIEWS cached views per image."""
+        loader, k = self.train_loader_x, self.cfg.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS
+        ds = loader.dataset
+        store = self.feature_store(ds.transform, views=True)
+        self.set_model_mode("eval")
+        feats, hits, encoded = cached_views(store, ds.data_source, ds.transform, self.encode_frozen, k, self.device,
+                                            self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, **self._loader_kw())
+        self.feature_cache_stats["train_hits"] += hits
+        self.feature_cache_stats["train_encoded"] += encoded
+        logger.info(f"Training on cached features: {k} augmented views of each of the {len(ds.data_source)} "
+                    f"training images ({hits} from {store.folder}, {encoded} encoded); one view per image and "
+                    f"epoch (DATALOADER.FEATURE_CACHE.TRAIN_VIEWS)")
+        return CachedFeatureLoader(loader, feats, [d.label for d in ds.data_source], self.cfg.SEED)
+
     # ---- the loop ----------------------------------------------------------------------
     def train(self, start_epoch=None, max_epoch=None):
         self.before_train()
@@ -397,6 +497,9 @@ class TrainerBase:
                 os.remove(stale)
         self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
+        if self.cfg.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS and self.start_epoch < self.max_epoch \
+                and not isinstance(self.train_loader_x, CachedFeatureLoader):
+            self.train_loader_x = self.cached_train_loader()
 
     def before_epoch(self):
         if self.cfg.SEED >= 0:
@@ -404,8 +507,31 @@ class TrainerBase:
         sampler = getattr(self.train_loader_x, "batch_sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
+        if hasattr(self.train_loader_x, "set_epoch"):  # cached training views: this epoch's view per image
+            self.train_loader_x.set_epoch(self.epoch)
+
+    def _record_diagnostics(self):
+        diag = self.epoch_diagnostics()
+        if not diag:
+            return
+        path = os.path.join(self.output_dir, DIAGNOSTICS_FILE)
+        rows = [r for r in self._read_diagnostics() if r.get("epoch", 0) < self.epoch + 1]
+        rows.append(OrderedDict([("epoch", self.epoch + 1)] + [(k, float(v)) for k, v in diag.items()]))
+        write_json(rows, path)
+        for k, v in diag.items():
+            self.write_scalar(f"diag/{k}", v, self.epoch + 1)
+        logger.info(f"epoch [{self.epoch + 1}/{self.max_epoch}] diagnostics: "
+                    + " ".join(f"{k} {v:.4g}" for k, v in diag.items()))
+
+    def _read_diagnostics(self):
+        try:
+            rows = read_json(os.path.join(self.output_dir, DIAGNOSTICS_FILE))
+        except (OSError, ValueError):
+            return []
+        return rows if isinstance(rows, list) else []
 
     def after_epoch(self):
+        self._record_diagnostics()
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr = self.test(split="val")
             if curr > self.best_result:
@@ -437,6 +563,8 @@ class TrainerBase:
                 self.load_model(self.output_dir)
             else:
                 logger.info("Deploy the last-epoch model")
+            if self.cfg.TEST.REPORT_VAL and self.val_loader is not None and self.cfg.TEST.SPLIT != "val":
+                self.val_accuracy = self.test(split="val")
             self.test()
         elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
         logger.info(f"Elapsed: {elapsed}")
@@ -485,9 +613,16 @@ class TrainerBase:
         if split == "val" and self.val_loader is None:
             split = "test"
         logger.info(f"Evaluate on the *{split}* set")
-        for batch in tqdm(loader, disable=not self.cfg.VERBOSE, leave=False):
-            input, label = self.parse_batch_test(batch)
-            self.evaluator.process(self.model_inference(input), label)
+        if self.eval_feature_cache_on() and hasattr(loader.dataset, "data_source"):
+            feats, labels = self.cached_eval_features(loader)
+            bs = self.cfg.DATALOADER.TEST.BATCH_SIZE
+            for i in tqdm(range(0, len(labels), bs), disable=not self.cfg.VERBOSE, leave=False):
+                self.evaluator.process(self.model_inference(feats[i:i + bs].to(self.device)),
+                                       labels[i:i + bs].to(self.device))
+        else:
+            for batch in tqdm(loader, disable=not self.cfg.VERBOSE, leave=False):
+                input, label = self.parse_batch_test(batch)
+                self.evaluator.process(self.model_inference(input), label)
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
@@ -506,9 +641,14 @@ class TrainerBase:
         )
         if "perclass_accuracy" in results:
             out["perclass_accuracy"] = results["perclass_accuracy"]
+        if getattr(self, "val_accuracy", None) is not None:
+            out["val_accuracy"] = self.val_accuracy
         out["epoch"] = self.epoch + 1 if self._models else 0
         out["shots_drawn"] = getattr(self, "shots_drawn", None)
         out.update(self.result_metadata())
+        diagnostics = self._read_diagnostics() if self._models else []
+        if diagnostics:
+            out["diagnostics"] = diagnostics
         out["precision"] = getattr(getattr(self, "precision", None), "name", None)
         out["device"] = self.device.type
         out["identity"] = dict(self.identity)

@@ -18,6 +18,18 @@ which keeps ratios between entries fair when other jobs load the machine (times 
 
 Peak memory: on CUDA the allocator's peak during the timed steps; on CPU the process's
 peak resident set size (includes the Python runtime and the frozen CLIP).
+
+  e2mim-benchmark --trainers CoOp E2MIM --precisions fp32 bf16 amp
+  e2mim-benchmark --encoders --backbones random:ViT-B/16 --batch 2 --steps 10 [--compile]
+  e2mim-benchmark --published /tmp/CoOp /tmp/Dassl.pytorch [/tmp/deps] --backbones random:ViT-B/16
+
+--precisions runs every entry once per precision (PREC=<p> on the trainer's own node; an
+entry may also say CoOp:PREC=bf16) and adds a table with the precisions side by side.
+--encoders times the frozen encoders' forward variants against a 1024^2 fp32 matmul
+(bench_encoders). --published times the published CoOp trainer (KaiyangZhou/CoOp on
+Dassl.pytorch; the given folders form the PYTHONPATH of its subprocess, nothing else sees
+them) against our CoOp, on the same random weights, alternating step by step (two worker
+processes answering one step at a time), and prints ours/published ratios.
 """
 import argparse
 import json
@@ -28,7 +40,6 @@ import sys
 import time
 
 
-
 def _setup(a):
     """Register the synthetic class list, set threads and quiet the logger (in this process)."""
     import logging
@@ -37,23 +48,28 @@ def _setup(a):
 
     import e2mim_datasets  # noqa: F401
     import e2mim_trainers  # noqa: F401
-    from e2mim_engine.data import DATASET_REGISTRY, DatasetBase, Datum
     from e2mim_engine.utils import setup_logger
 
-    C = a.classes
-
-    class _BenchClasses(DatasetBase):
-        """C classes with 2 placeholder items each; images never read."""
-
-        def __init__(self, cfg):
-            items = [Datum(f"/nonexistent/{i}.jpg", i % C, classname=f"class {i % C}") for i in range(2 * C)]
-            super().__init__(train_x=items, val=items[:C], test=items[:C])
-
-    if "_BenchClasses" not in DATASET_REGISTRY:
-        DATASET_REGISTRY.register(_BenchClasses)
+    placeholder_dataset("_BenchClasses", a.classes)
     torch.set_num_threads(a.threads or torch.get_num_threads())
     setup_logger(None)
     logging.getLogger("e2mim").setLevel(logging.WARNING)
+
+
+def placeholder_dataset(name, num_classes):
+    """Register (once) a dataset ``name`` of ``num_classes`` classes with 2 placeholder items
+    each, whose images are never read (batches are made in memory)."""
+    from e2mim_engine.data import DATASET_REGISTRY, DatasetBase, Datum
+
+    C = num_classes
+
+    def __init__(self, cfg):
+        items = [Datum(f"/nonexistent/{i}.jpg", i % C, classname=f"class {i % C}") for i in range(2 * C)]
+        DatasetBase.__init__(self, train_x=items, val=items[:C], test=items[:C])
+
+    if name not in DATASET_REGISTRY:
+        DATASET_REGISTRY.register(type(name, (DatasetBase,), {"__init__": __init__}))
+    return name
 
 
 def _build(a, entry, tmp):
@@ -62,8 +78,17 @@ def _build(a, entry, tmp):
     from e2mim_engine.trainer import build_trainer
     from e2mim_engine.seeding import set_random_seed
 
+    from e2mim_engine.trainer import TRAINER_REGISTRY
+
     name, _, variant = entry.partition(":")
     extra = [x for kv in variant.split(",") if kv for x in kv.split("=", 1)]
+    # PREC=<p> is short for TRAINER.<the trainer's node>.PREC=<p> (what --precisions adds)
+    node = getattr(TRAINER_REGISTRY.get(name), "node", None)
+    for i in range(0, len(extra), 2):
+        if extra[i] == "PREC":
+            if node is None:
+                raise SystemExit(f"{entry}: trainer {name} has no config node with a PREC key.")
+            extra[i] = f"TRAINER.{node}.PREC"
     argv = ["--trainer", name, "--backbone", a.backbone, "--output-dir", os.path.join(tmp, "out"),
             "--seed", "1", "DATASET.NAME", "_BenchClasses", "DATALOADER.NUM_WORKERS", "0",
             "DATALOADER.TRAIN_X.BATCH_SIZE", str(a.batch), "USE_CUDA", str(a.device == "cuda"),
@@ -85,6 +110,14 @@ def _batch(a, cfg):
     # anchors then partners of another class: valid for pair-based samplers too
     lab = torch.cat([torch.arange(B // 2), torch.arange(B - B // 2) + 1]) % C
     return {"img": img, "label": lab, "index": torch.arange(B), "domain": torch.zeros(B, dtype=torch.long)}
+
+
+def peak_memory_mb(device):
+    """The allocator's peak on CUDA, the process's peak resident set size on CPU (MiB)."""
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _timed(a, fn):
@@ -130,10 +163,7 @@ def single(a):
         # one eval mode for all batches: methods that cache class text features reuse them
         dt = _timed(a, lambda: [t.model_inference(img) for _ in range(a.steps)])
         out["eval_img_s"] = B * a.steps / dt
-    if dev.type == "cuda":
-        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_mem_mb"] = peak_memory_mb(dev)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -176,6 +206,167 @@ def interleaved(a):
         print("RESULT " + json.dumps(out), flush=True)
 
 
+def worker(a):
+    """One entry in this process, driven by the parent over stdin (the protocol of
+    bench_published, so ours and the published trainer alternate step by step): build, warm
+    up, print READY; then answer ``train`` / ``eval`` with ``T <seconds>``; ``done`` prints
+    the RESULT line (peak memory over the whole run). ``--save-clip`` writes the frozen CLIP's
+    float32 state dict first, for the published side to load."""
+    import torch
+
+    _setup(a)
+    t, cfg, out = _build(a, a.trainer, a.tmp)
+    if a.save_clip:
+        torch.save({k: v.float() for k, v in t.model.clip.state_dict().items()}, a.save_clip)
+    batch = _batch(a, cfg)
+    dev = torch.device(a.device)
+    t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
+
+    def train_step():
+        t.set_model_mode("train")
+        t.forward_backward(batch)
+
+    def eval_prepare():
+        # as test() does: eval mode, class text features encoded once (not part of a batch's time)
+        t.set_model_mode("eval")
+        encode = getattr(t, "eval_text_features", None)
+        if encode is not None:
+            with torch.no_grad():
+                encode()
+
+    def eval_step():
+        with torch.no_grad():
+            t.model_inference(batch["img"])
+
+    for _ in range(a.warmup):
+        train_step()
+        eval_prepare()
+        eval_step()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    print("READY", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "eval":
+            eval_prepare()
+        if cmd in ("train", "eval"):
+            dt = _timed(a, train_step if cmd == "train" else eval_step)
+            print(f"T {dt:.6f}", flush=True)
+        elif cmd == "done":
+            break
+    out["peak_mem_mb"] = peak_memory_mb(dev)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+class _Worker:
+    """A benchmark worker subprocess (ours or the published one) and its line protocol."""
+
+    def __init__(self, cmd, what, env=None, cwd=None):
+        self.what = what
+        self.log = open(os.path.join(cwd or ".", f"{abs(hash(what))}.stderr"), "w+") if cwd else subprocess.DEVNULL
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                  text=True, env=env, cwd=cwd)
+        self._expect("READY")
+
+    def _expect(self, prefix):
+        line = self.p.stdout.readline()
+        while line and not line.startswith(prefix):
+            line = self.p.stdout.readline()
+        if not line:
+            err = ""
+            if self.log is not subprocess.DEVNULL:
+                self.log.seek(0)
+                err = self.log.read()[-3000:]
+            raise SystemExit(f"The benchmark worker for {self.what} stopped before answering "
+                             f"(exit {self.p.wait()}):\n{err}")
+        return line[len(prefix):].strip()
+
+    def time(self, cmd):
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return float(self._expect("T "))
+
+    def finish(self):
+        self.p.stdin.write("done\n")
+        self.p.stdin.flush()
+        row = json.loads(self._expect("RESULT "))
+        self.p.wait()
+        return row
+
+
+PUBLISHED_PRECISIONS = ("fp16", "fp32", "amp")  # what CoOp's code accepts (its check_cfg)
+
+
+def published(a):
+    """Our CoOp against the published CoOp trainer, step by step alternating, ``--repeat``
+    rounds of ``--steps`` train and eval steps each, for every precision both accept.
+    Prints medians and ratios (ours / published; > 1 means ours is faster)."""
+    import tempfile
+
+    from tabulate import tabulate
+
+    missing = [p for p in a.published if not os.path.isdir(p)]
+    if missing:
+        raise SystemExit(f"--published: {', '.join(missing)} is not a folder. Give the folders to put on the "
+                         f"published code's PYTHONPATH: a copy of github.com/KaiyangZhou/CoOp, one of "
+                         f"github.com/KaiyangZhou/Dassl.pytorch and, if Dassl's requirements (gdown, "
+                         f"wilds, pandas, ...) are not installed, a folder holding them.")
+    bb = a.backbones[0]
+    if len(a.backbones) > 1:
+        print(f"--published uses the first backbone only ({bb})", file=sys.stderr)
+    precs = [p for p in (a.precisions or ["fp32"]) if p in PUBLISHED_PRECISIONS]
+    skipped = [p for p in (a.precisions or []) if p not in PUBLISHED_PRECISIONS]
+    if skipped:
+        print(f"--published: the published CoOp has no {', '.join(skipped)} (it accepts "
+              f"{', '.join(PUBLISHED_PRECISIONS)}); skipped", file=sys.stderr)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in a.published))
+    common = ["--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch),
+              "--warmup", str(a.warmup), "--threads", str(a.threads)]
+    table, rows = [], []
+    for prec in precs:
+        with tempfile.TemporaryDirectory() as tmp:
+            clip_file = os.path.join(tmp, "clip.pt")
+            ours = _Worker([sys.executable, "-m", "e2mim_tools.benchmark", "--worker", "--trainer",
+                            f"CoOp:PREC={prec}", "--backbone", bb, "--tmp", tmp, "--save-clip", clip_file,
+                            *common, *(["--opts", *a.opts] if a.opts else [])], f"our CoOp ({prec})", cwd=tmp)
+            pub_tmp = os.path.join(tmp, "published")
+            os.makedirs(pub_tmp)
+            theirs = _Worker([sys.executable, "-m", "e2mim_tools.bench_published", "--clip", clip_file,
+                              "--tmp", pub_tmp, "--prec", prec, *common], f"published CoOp ({prec})",
+                             env=env, cwd=pub_tmp)
+            times = {(w, k): [] for w in ("ours", "theirs") for k in ("train", "eval")}
+            for r in range(max(1, a.repeat)):
+                for _ in range(a.steps):
+                    for k in ("train", "eval"):
+                        # alternate who goes first, so neither always follows the other
+                        pair = [("ours", ours), ("theirs", theirs)][::1 if r % 2 == 0 else -1]
+                        for w, proc in pair:
+                            times[(w, k)].append(proc.time(k))
+            row_o, row_t = ours.finish(), theirs.finish()
+        med = {key: _median(v) for key, v in times.items()}
+        for w, row in (("ours", row_o), ("theirs", row_t)):
+            row.update(backbone=bb, device=a.device, classes=a.classes, batch=a.batch,
+                       train_img_s=a.batch / med[(w, "train")], eval_img_s=a.batch / med[(w, "eval")],
+                       train_ms_img=1000 * med[(w, "train")] / a.batch)
+            rows.append(row)
+        table.append([prec, f"{row_o['train_img_s']:.2f}", f"{row_t['train_img_s']:.2f}",
+                      f"{row_o['train_img_s'] / row_t['train_img_s']:.2f}x",
+                      f"{row_o['eval_img_s']:.2f}", f"{row_t['eval_img_s']:.2f}",
+                      f"{row_o['eval_img_s'] / row_t['eval_img_s']:.2f}x",
+                      f"{row_o['peak_mem_mb']:.0f}", f"{row_t['peak_mem_mb']:.0f}"])
+    print(f"ours vs published CoOp: backbone={bb} device={a.device} classes={a.classes} batch={a.batch} "
+          f"steps={a.steps} x repeat={max(1, a.repeat)} (alternating step by step; medians) "
+          f"threads={a.threads or 'default'}")
+    print(tabulate(table, headers=["prec", "ours train img/s", "published train img/s", "train ratio",
+                                   "ours eval img/s", "published eval img/s", "eval ratio",
+                                   "ours peak MB", "published peak MB"], tablefmt="github"))
+    print("ratio = ours / published (> 1: ours faster). Eval: one batch of each side's model_inference; the "
+          "published CoOp re-encodes the class prompts every batch, ours once per evaluation (untimed, as in test()).")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", nargs="+", default=["random:tiny", "random:ViT-B/16"])
@@ -190,6 +381,16 @@ def main():
     p.add_argument("--interleave", action="store_true",
                    help="time all entries of a backbone in one process, steps alternating (fair on a "
                         "busy machine; no per-entry peak memory)")
+    p.add_argument("--precisions", nargs="+", default=[], choices=["fp32", "fp16", "amp", "bf16"],
+                   help="run every trainer entry once per precision (its node's PREC), shown side by side")
+    p.add_argument("--published", nargs="+", default=[], metavar="PATH",
+                   help="time the published CoOp (KaiyangZhou/CoOp on Dassl.pytorch) against our CoOp, "
+                        "alternating step by step: the folders to put on its PYTHONPATH (CoOp, Dassl.pytorch, "
+                        "and a folder with Dassl's requirements if they are not installed)")
+    p.add_argument("--encoders", action="store_true",
+                   help="time the frozen encoders' variants (CLIP's forward, fused SDPA path, channels-last, "
+                        "torch.compile with --compile) against a 1024^2 fp32 matmul, interleaved")
+    p.add_argument("--compile", action="store_true", help="with --encoders: also time torch.compile")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config pairs for every run")
     # internal: run one combination in this process
@@ -197,9 +398,21 @@ def main():
     p.add_argument("--trainer", default="", help=argparse.SUPPRESS)
     p.add_argument("--backbone", default="", help=argparse.SUPPRESS)
     p.add_argument("--tmp", default="", help=argparse.SUPPRESS)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--save-clip", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.single:
         return interleaved(a) if a.interleave else single(a)
+    if a.worker:
+        return worker(a)
+    if a.encoders:
+        from .bench_encoders import run_encoders
+        return run_encoders(a)
+    if a.published:
+        return published(a)
+    if a.precisions:
+        # one entry per (trainer entry, precision); PREC=<p> goes to the trainer's own node
+        a.trainers = [f"{tr}{',' if ':' in tr else ':'}PREC={p}" for tr in a.trainers for p in a.precisions]
 
     import tempfile
 
@@ -257,6 +470,23 @@ def report(a, rows):
           f"threads={a.threads or 'default'} opts={' '.join(a.opts) or '-'}")
     print(tabulate(table, headers=["backbone", "trainer", "prec", "train img/s", "train ms/img", "eval img/s",
                                    "peak mem MB", "trainable"], tablefmt="github"))
+    if a.precisions and len(a.precisions) > 1 and rows:
+        # the same entries side by side, one column group per precision
+        by = {(r["backbone"], r["trainer"].rsplit("PREC=", 1)[0].rstrip(",:"), r["trainer"].rsplit("PREC=", 1)[-1]): r
+              for r in rows}
+        names = list(dict.fromkeys((bb, tr) for bb, tr, _ in by))
+        side = []
+        for bb, tr in names:
+            line = [bb, tr]
+            for p in a.precisions:
+                r = by.get((bb, tr, p), {})
+                line += [f(r.get("train_img_s"), ".2f"), f(r.get("eval_img_s"), ".2f"), f(r.get("peak_mem_mb"), ".0f")]
+            side.append(line)
+        heads = ["backbone", "trainer"] + [f"{p} {h}" for p in a.precisions
+                                           for h in ("train img/s", "eval img/s", "MB")]
+        print()
+        print("precisions side by side (prec column above: the precision actually used, e.g. fp16 on CPU runs fp32)")
+        print(tabulate(side, headers=heads, tablefmt="github"))
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=2)

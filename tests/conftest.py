@@ -5,6 +5,15 @@ import os
 # Tiny models on 2 cores: one intra-op thread is several times faster than two fighting
 # (and is inherited by the train.py subprocesses the tests start).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The evaluation feature cache is on by default: the suite's runs (and the train.py
+# subprocesses they start) fill a folder of their own, removed at exit, not ~/.cache.
+if "E2MIM_FEATURE_CACHE" not in os.environ:
+    import atexit  # noqa: E402
+    import shutil  # noqa: E402
+    import tempfile  # noqa: E402
+
+    os.environ["E2MIM_FEATURE_CACHE"] = tempfile.mkdtemp(prefix="e2mim-test-features-")
+    atexit.register(shutil.rmtree, os.environ["E2MIM_FEATURE_CACHE"], True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -83,6 +83,8 @@ class CoCoOpCLIP(PromptCLIP):
 class CoCoOp(PromptTrainer):
     node = "COCOOP"
     prompt_clip = CoCoOpCLIP
+    # The meta-net reads the frozen encoder's normalized feature: cached features serve it.
+    frozen_eval_features = frozen_train_features = True
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -105,6 +107,9 @@ class CoCoOp(PromptTrainer):
         c = self.cfg_node()
         return CoCoOpPromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
                                    truncate=bool(c.TRUNCATE)).to(self.device)
+
+    def epoch_diagnostics(self):
+        return {}  # class features depend on the image: no single set of them to compare
 
     @property
     def images_per_call(self):

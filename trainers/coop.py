@@ -10,6 +10,9 @@ from e2mim_engine.trainer import TRAINER_REGISTRY
 @TRAINER_REGISTRY.register()
 class CoOp(PromptTrainer):
     node = "COOP"
+    # The image side is the frozen encoder: cached features serve evaluation and, with
+    # DATALOADER.FEATURE_CACHE.TRAIN_VIEWS, training.
+    frozen_eval_features = frozen_train_features = True
 
     @classmethod
     def extend_cfg(cls, cfg):

@@ -38,6 +38,7 @@ PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16",
 @TRAINER_REGISTRY.register()
 class KgCoOp(PromptTrainer):
     node = "KGCOOP"
+    frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder
 
     @classmethod
     def extend_cfg(cls, cfg):

@@ -71,6 +71,7 @@ def project_gradient(g_ce, g_kl, lam=1.0):
 @TRAINER_REGISTRY.register()
 class ProGrad(PromptTrainer):
     node = "PROGRAD"
+    frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder
 
     @classmethod
     def extend_cfg(cls, cfg):

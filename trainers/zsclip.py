@@ -2,7 +2,7 @@
 from yacs.config import CfgNode as CN
 
 from e2mim_clip.prompt_trainer import ClipTrainer
-from e2mim_clip.prompting import encode_images
+from e2mim_clip.prompting import image_features_of
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
 
@@ -13,6 +13,8 @@ class ZeroshotCLIP(ClipTrainer):
 
     node = "ZSCLIP"
     ensemble_default = False
+    # Frozen encoder only; nothing is trained, so TRAIN_VIEWS changes nothing.
+    frozen_eval_features = frozen_train_features = True
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -30,7 +32,7 @@ class ZeroshotCLIP(ClipTrainer):
 
     def model_inference(self, image):
         with self.precision.autocast():
-            img = encode_images(self.clip, image)
+            img = image_features_of(self.clip, image)  # images, or their cached features
         return self.logit_scale * img @ self.text_features.t()
 
     def set_model_mode(self, mode="train", names=None):

@@ -1,0 +1,73 @@
+"""e2mim-benchmark's output format on random:tiny with 1 step (no timing is asserted):
+precisions side by side, the encoder variants with their exactness column, and the error
+for a --published path that does not exist."""
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def test_precisions_side_by_side():
+    # --interleave: both precisions in one worker process (the suite stays fast; no peak memory)
+    r = subprocess.run([sys.executable, "-m", "e2mim_tools.benchmark", "--backbones", "random:tiny", "--trainers",
+                        "CoOp", "--precisions", "fp32", "bf16", "--classes", "4", "--batch", "4", "--steps", "1",
+                        "--warmup", "1", "--threads", "1", "--interleave"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    rows = [ln for ln in lines if ln.startswith("| random:tiny")]
+    # the main table: one row per precision, the precision actually used in its column
+    assert any("CoOp:PREC=fp32" in ln and "| fp32 " in ln for ln in rows), r.stdout
+    assert any("CoOp:PREC=bf16" in ln and "| bf16 " in ln for ln in rows), r.stdout
+    side = lines[next(i for i, ln in enumerate(lines) if ln.startswith("precisions side by side")):]
+    assert "fp32 train img/s" in side[1] and "bf16 eval img/s" in side[1] and "bf16 MB" in side[1]
+    cells = [c.strip() for c in side[3].strip("|").split("|")]
+    assert cells[:2] == ["random:tiny", "CoOp"], side
+    assert all(float(c) > 0 for c in cells[2:4] + cells[5:7]) and cells[4] == cells[7] == "-", side
+
+
+def test_encoder_variants_table(capsys):
+    from e2mim_tools.bench_encoders import run_encoders
+
+    a = argparse.Namespace(backbones=["random:tiny"], batch=2, steps=1, classes=3, threads=1, compile=False)
+    run_encoders(a)
+    out = capsys.readouterr().out
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| variant")}
+    for name in ("matmul 1024^2 fp32", "clip encode_image", "clip, conv1 channels-last", "fused SDPA, conv patches",
+                 "fused SDPA, GEMM patches", "encode_images (default)", "text fwd+bwd: fused",
+                 "text fwd+bwd: fused + checkpoint"):
+        assert name in rows, out
+    assert rows["matmul 1024^2 fp32"][4] == "100%"
+    for name in ("fused SDPA, conv patches", "fused SDPA, GEMM patches", "encode_images (default)",
+                 "text fwd+bwd: fused + checkpoint"):
+        assert float(rows[name][5]) < 1e-4, rows[name]  # max |diff| to CLIP's own forward
+    assert "GFLOP/image" in out
+
+
+def test_published_path_must_exist(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "e2mim_tools.benchmark", "--published", str(tmp_path / "nope")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode != 0
+    assert "is not a folder" in r.stderr and "KaiyangZhou/CoOp" in r.stderr and "Dassl.pytorch" in r.stderr
+
+
+PUBLISHED = [p for p in os.environ.get("E2MIM_PUBLISHED_COOP", "").split(os.pathsep) if p]
+
+
+@pytest.mark.skipif(not PUBLISHED or not all(os.path.isdir(p) for p in PUBLISHED),
+                    reason="set E2MIM_PUBLISHED_COOP to the folders CoOp:Dassl.pytorch[:deps] to run it")
+def test_published_comparison_runs():
+    paths = PUBLISHED
+    r = subprocess.run([sys.executable, "-m", "e2mim_tools.benchmark", "--published", *paths, "--backbones",
+                        "random:tiny", "--classes", "4", "--batch", "4", "--steps", "1", "--warmup", "1",
+                        "--threads", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = next(ln for ln in r.stdout.splitlines() if ln.startswith("| fp32"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert [c for c in cells if c.endswith("x")] == [cells[3], cells[6]]  # the train and eval ratios
+    assert float(cells[3][:-1]) > 0 and float(cells[6][:-1]) > 0
