@@ -161,9 +161,9 @@ def test_write_image_folder_balances_nuisance(tmp_path):
     seen = []
     orig = cw.render
 
-    def spy(combo, index=0, size=64, seed=0):
+    def spy(combo, index=0, size=64, seed=0, domain=None):
         seen.append(cw.as_combo(combo))
-        return orig(combo, index, size, seed)
+        return orig(combo, index, size, seed, domain)
 
     cw.render = spy
     try:

@@ -36,19 +36,27 @@ def world_classes(seed=WORLD_SEED):
     return base, unseen
 
 
-def generate(dataset_dir):
+# The calibrated world's camera: every class rendered with its own hue offset of +-18 degrees
+# (render.class_hue_offset). Zero-shot prompts then miss each class a little in its own way; a
+# prompt fitted to the base classes learns their corrections, which are wrong for the new
+# ones -- the pattern prompt tuning shows on the real benchmarks (see DATASETS.md).
+SHIFT_DOMAIN = cw.Domain(class_hue=18.0)
+
+
+def generate(dataset_dir, domain=None, split_name="split_compworld.json", images_per_class=IMAGES_PER_CLASS):
     """Render the images and write the split file, atomically (temp folder renamed at the end)."""
     with atomic_folder(dataset_dir) as tmp:
         base, new = world_classes()
         classes = base + new
         image_dir = os.path.join(tmp, "images")
-        written = cw.write_image_folder(image_dir, classes, IMAGES_PER_CLASS, size=IMAGE_SIZE, seed=RENDER_SEED)
+        written = cw.write_image_folder(image_dir, classes, images_per_class, size=IMAGE_SIZE, seed=RENDER_SEED,
+                                        domain=domain)
         by_class = {}
         for path, name in written:
             by_class.setdefault(name, []).append(path)
         groups = [(label, cw.class_name(c), sorted(by_class[cw.class_name(c)])) for label, c in enumerate(classes)]
         train, val, test = split_per_class(groups, 0.5, 0.2, rng=random.Random(1))
-        save_split(train, val, test, os.path.join(tmp, "split_compworld.json"), image_dir)
+        save_split(train, val, test, os.path.join(tmp, split_name), image_dir)
 
 
 @DATASET_REGISTRY.register()
@@ -63,3 +71,27 @@ class CompWorld(BenchmarkDataset):
     def load_splits(self, cfg):
         self.image_dir = os.path.join(self.dataset_dir, "images")
         return read_split(os.path.join(self.dataset_dir, "split_compworld.json"), self.image_dir)
+
+
+SHIFT_IMAGES_PER_CLASS = 60  # 30/12/18 per class: validation holds 12 images of each base class
+
+
+def generate_shift(dataset_dir):
+    generate(dataset_dir, SHIFT_DOMAIN, "split_compworld_shift.json", SHIFT_IMAGES_PER_CLASS)
+
+
+@DATASET_REGISTRY.register()
+class CompWorldShift(BenchmarkDataset):
+    """CompWorld seen through a shifted camera (SHIFT_DOMAIN): same classes, split and tiny
+    CLIP, images rendered with a per-class hue offset. The calibrated world of the E2MIM study."""
+    dataset_dir = "compworld_shift"
+    template = "a photo of a {}."
+    generated = True
+    generate = staticmethod(generate_shift)
+    layout = ("compworld_shift/images/<colour>_<shape>/<i>.png and compworld_shift/split_compworld_shift.json "
+              "(generated)")
+    source = "generated locally by datasets/compworld/ on first use"
+
+    def load_splits(self, cfg):
+        self.image_dir = os.path.join(self.dataset_dir, "images")
+        return read_split(os.path.join(self.dataset_dir, "split_compworld_shift.json"), self.image_dir)

@@ -51,7 +51,7 @@ __all__ = [
     "CAPTION_TEMPLATES", "PARTIAL_CAPTION_TEMPLATES", "PRETRAIN_SEED_OFFSET",
     "PRETRAIN_EVAL_SEED_OFFSET", "as_combo", "all_combinations", "all_classes", "class_of",
     "class_name", "class_folder", "parse_class", "combos_of_classes", "base_new_split", "render",
-    "caption", "all_captions", "caption_is_true", "write_image_folder",
+    "caption", "all_captions", "caption_is_true", "write_image_folder", "Domain",
 ]
 
 ATTRIBUTES = {
@@ -374,13 +374,67 @@ def _supersample(size):
     return max(2, int(math.ceil(160 / size)))
 
 
-def render(combo, index=0, size=64, seed=0):
+class Domain(namedtuple("Domain", ["hue_shift", "saturation", "distractors", "blur", "class_hue"])):
+    """How a downstream "camera" renders the world, relative to the pretraining images.
+
+    hue_shift:   degrees added to every object colour's hue (a white-balance shift);
+    saturation:  multiplier of the object colour's saturation (1 keeps it);
+    distractors: number of small grey shapes of other kinds scattered behind the object;
+    blur:        Gaussian blur radius as a fraction of the image side (0 = sharp);
+    class_hue:   degrees of a hue shift of each class's own (``class_hue_offset``): the
+                 camera renders each (colour, shape) pair a little off in its own way.
+    ``Domain()`` is the pretraining domain: ``render`` then draws exactly what it always drew.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, hue_shift=0.0, saturation=1.0, distractors=0, blur=0.0, class_hue=0.0):
+        return super().__new__(cls, float(hue_shift), float(saturation), int(distractors), float(blur),
+                               float(class_hue))
+
+    @property
+    def is_identity(self):
+        return self == Domain()
+
+
+def class_hue_offset(combo, degrees):
+    """The hue shift (degrees) of a class under ``Domain(class_hue=degrees)``: +degrees or
+    -degrees, fixed per (colour, shape) pair by a hash of its name."""
+    colour, shape = combo[0], combo[1]
+    return degrees if zlib.crc32(f"hue|{colour}|{shape}".encode()) % 2 else -degrees
+
+
+def _shift_colour(rgb, hue_shift, saturation):
+    import colorsys
+    h, s, v = colorsys.rgb_to_hsv(*[float(x) for x in rgb])
+    r, g, b = colorsys.hsv_to_rgb((h + hue_shift / 360.0) % 1.0, min(1.0, s * saturation), v)
+    return np.array([r, g, b], np.float32)
+
+
+def _draw_distractors(img, combo, domain, rng, n):
+    """Grey shapes (not the class shape, half the object's size or less) on the background.
+    They come from their own random stream, so the object's scene is the same as without."""
+    others = [s for s in ATTRIBUTES["shape"] if s != combo.shape]
+    for _ in range(domain.distractors):
+        shape = others[int(rng.integers(len(others)))]
+        r = rng.uniform(0.08, 0.13)
+        cx, cy = rng.uniform(r, 1 - r, size=2)
+        grey = rng.uniform(0.25, 0.75)
+        m = _shape_mask(shape, cx, cy, r, math.radians(rng.uniform(-30, 30)), n)[..., None]
+        img = img * (1.0 - m) + grey * m
+    return img
+
+
+def render(combo, index=0, size=64, seed=0, domain=None):
     """Render one instance of ``combo`` as an RGB ``PIL.Image`` of ``size`` x ``size`` pixels.
 
     Deterministic in (combo, index, seed); different ``index`` gives a different instance
     (position, rotation, object scale, colour jitter, background tone and texture phase, noise).
-    The scene does not depend on ``size`` (only the pixel noise does)."""
+    The scene does not depend on ``size`` (only the pixel noise does). ``domain`` (a
+    ``Domain``) renders the scene as a shifted camera would; its randomness (distractors)
+    comes from a stream of its own, so the object is placed as in the unshifted image."""
     combo = as_combo(combo)
+    domain = domain or Domain()
     size = int(size)
     if size < 8:
         raise ValueError("size must be at least 8 pixels")
@@ -403,10 +457,20 @@ def render(combo, index=0, size=64, seed=0):
 
     n = size * _supersample(size)
     bg = _background(combo.background, bg_rng, n)
+    if domain.distractors:
+        dom_rng = np.random.default_rng(np.random.SeedSequence(
+            [int(seed) & 0xFFFFFFFF, _combo_key(combo), int(index) & 0xFFFFFFFF, 0xD0]))
+        bg = _draw_distractors(bg, combo, domain, dom_rng, n)
+    hue = domain.hue_shift + (class_hue_offset(combo, domain.class_hue) if domain.class_hue else 0.0)
+    if hue or domain.saturation != 1.0:
+        rgb = _shift_colour(rgb, hue, domain.saturation)
     m = _shape_mask(combo.shape, cx, cy, radius, angle, n)[..., None]
     img = bg * (1.0 - m) + rgb[None, None, :] * m
     img = Image.fromarray(np.round(img * 255).astype(np.uint8), "RGB")
     img = img.resize((size, size), Image.BOX)
+    if domain.blur:
+        from PIL import ImageFilter
+        img = img.filter(ImageFilter.GaussianBlur(domain.blur * size))
     arr = np.asarray(img, dtype=np.float32)
     arr = arr + np.random.default_rng(noise_seed).normal(0, noise_sigma * 255, size=arr.shape)
     return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "RGB")
@@ -419,13 +483,13 @@ def _nuisance_combos():
     return [(s, b) for s in ATTRIBUTES["size"] for b in ATTRIBUTES["background"]]
 
 
-def write_image_folder(root, classes, n_per_class, size=64, seed=0, ext="png", start_index=0):
+def write_image_folder(root, classes, n_per_class, size=64, seed=0, ext="png", start_index=0, domain=None):
     """Write ``root/<class folder>/<i>.<ext>`` (e.g. ``root/red_circle/0.png``) for each class.
 
     ``classes``: (colour, shape) tuples, class names or folder names. Instance ``i`` of a class
     cycles through the 8 (size, background) nuisance combos in a per-class shuffled order, so
     every nuisance value is balanced, and is rendered with ``render(combo, start_index + i,
-    size, seed)``. Use seeds below 10_000 (pretraining uses 10_000 + S and 20_000 + S).
+    size, seed, domain)``. Use seeds below 10_000 (pretraining uses 10_000 + S and 20_000 + S).
     Returns a list of (path, class_name) pairs in writing order. Existing files are overwritten.
     """
     ext = ext.lower().lstrip(".")
@@ -443,7 +507,7 @@ def write_image_folder(root, classes, n_per_class, size=64, seed=0, ext="png", s
         for i in range(int(n_per_class)):
             idx = start_index + i
             sz, bg = nuis[order[idx % len(nuis)]]
-            img = render(Combo(colour, shape, sz, bg), idx, size, seed)
+            img = render(Combo(colour, shape, sz, bg), idx, size, seed, domain)
             path = os.path.join(folder, f"{i}.{ext}")
             tmp = path + ".tmp"
             if ext == "png":
