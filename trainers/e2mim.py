@@ -16,10 +16,15 @@ label(m + k), from ClassMixupBatchSampler):
   t^s    = soft-prompt class features (ONE text-encoder pass serves clean and mixed logits)
   t^h    = hand-crafted class features (computed once in build_model)
   loss   = CE(tau v t^s, y) + MIX_WEIGHT * softCE(tau v~ t^s, lam y_i + (1-lam) y_j)
-           - MI_WEIGHT * I_phi(p^h; p^s)
+           - MI_WEIGHT * I_phi(p^h; p^s)      over the clean and the mixed rows (MI_ON both)
+Defaults (chosen on base-class validation accuracy, docs/METHOD.md): feature-level mixing,
+MIX_WEIGHT 0 (the mixtures enter the two views and the MI term only), the critic on
+log-probabilities.
 The critic phi ascends I_phi with unit weight (MI_WEIGHT scales only the gradient that
 reaches the prompt), so beta does not change how fast the critic learns.
 """
+from collections import defaultdict
+
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +92,9 @@ def mixup_batch_sampler(cfg, items):
 @TRAINER_REGISTRY.register()
 class E2MIM(PromptTrainer):
     node = "E2MIM"
+    # Evaluation reads the frozen image features only (cacheable); training mixes images or
+    # raw features, so it has no cached-view path.
+    frozen_eval_features = True
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -104,25 +112,43 @@ class E2MIM(PromptTrainer):
         c.MI_LAYERS = 1                 # critic hidden layers
         c.MI_MARGINAL = "all"           # jsd/dv marginal pairs: all off-diagonal pairs | shuffle
         c.MI_BIAS_CORRECTION = False    # dv only: MINE's moving-average gradient correction
-        c.MI_INPUT = "prob"             # what the critic sees: prob | log_prob
+        # What the critic sees: log_prob (chosen on base-class validation data, docs/METHOD.md)
+        # | prob (the Figure's "prediction probability" taken literally).
+        c.MI_INPUT = "log_prob"
         c.MI_ON = "both"                # pairs from clean, mixed or both kinds of images
         # The critic is a freshly initialised MLP: with the prompt's SGD at lr 0.002 it does
         # not leave its initial estimate (-2 log 2 for jsd) in a few hundred steps, so it gets
         # its own optimizer. MI_OPTIM "" means OPTIM.NAME; MI_LR 0 means OPTIM.LR.
         c.MI_OPTIM = "adam"
         c.MI_LR = 1e-3
+        # The critic's schedule is the prompt's cosine; MI_WARMUP True also copies the prompt's
+        # warm-up epochs (at WARMUP_CONS_LR the critic then barely moves in epoch 1).
+        c.MI_WARMUP = False
+        # Marginal pairs only from rows of independent images: a clean image and a mixture
+        # made from it, or an item drawn twice into a batch, are dependent pairs (False: every
+        # off-diagonal pair, as before).
+        c.MI_INDEPENDENT_MARGINALS = True
+        # The critic sees softmax(z / T): T > 1 softens near-one-hot predictions, on which
+        # the bound saturates and passes little gradient.
+        c.MI_TEMPERATURE = 1.0
         c.COS_WEIGHT = 8.0              # CONSISTENCY=cosine: weight of 1 - mean cos(t^s, t^h)
         # Class-wise visual Mixup.
         c.MIXUP = True
         c.MIXUP_ALPHA = 1.0             # lam ~ Beta(alpha, alpha)
-        c.MIX_LEVEL = "image"           # image | feature
+        c.MIX_LEVEL = "feature"         # feature | image (chosen: docs/METHOD.md)
         c.FEATURE_MIX_SPACE = "normalized"  # feature level: mix normalized or raw features
         c.MIX_PROB = 1.0                # probability that a step adds the mixed images
-        c.MIX_WEIGHT = 1.0              # weight of the soft-label CE on mixed images
+        # Weight of a soft-label CE on the mixed images. 0 (chosen): the mixtures feed the two
+        # views and the MI term only, the paper's Figure 1 read literally.
+        c.MIX_WEIGHT = 0.0
         c.EPOCH_BATCHES = "dataset"     # dataset: CoOp's batches per epoch; anchors: every image an anchor
         # Inference: the soft prompt alone, or w * p^s + (1 - w) * p^h.
         c.INFERENCE = "soft"
         c.ENSEMBLE_WEIGHT = 0.5
+        # Diagnostics (results.json "diagnostics", tensorboard diag/): every DIAG_FREQ-th step
+        # of an epoch (and its first) also measures each loss term's gradient on the prompt
+        # (extra backward passes through the text encoder); 0 turns that off.
+        c.DIAG_FREQ = 10
 
     # ---- start-up checks ---------------------------------------------------------------
     def check_cfg(self, cfg):
@@ -139,9 +165,13 @@ class E2MIM(PromptTrainer):
         if mi and self.estimator_name not in MI_ESTIMATORS:
             raise ConfigError(f"Unknown {NODE}.MI_ESTIMATOR='{c.MI_ESTIMATOR}'; valid: "
                               f"{', '.join(sorted(MI_ESTIMATORS))}.")
+        if not c.MI_TEMPERATURE > 0:
+            raise ConfigError(f"{NODE}.MI_TEMPERATURE must be > 0; got {c.MI_TEMPERATURE}.")
         for key in ("MI_WEIGHT", "COS_WEIGHT", "MIX_WEIGHT", "MI_LR"):
             if not c[key] >= 0:
                 raise ConfigError(f"{NODE}.{key} must be >= 0; got {c[key]}.")
+        if int(c.DIAG_FREQ) != c.DIAG_FREQ or c.DIAG_FREQ < 0:
+            raise ConfigError(f"{NODE}.DIAG_FREQ must be an integer >= 0 (0 = off); got {c.DIAG_FREQ}.")
         for key in ("MI_HIDDEN", "MI_LAYERS", "N_CTX"):
             if int(c[key]) != c[key] or c[key] < 1:
                 raise ConfigError(f"{NODE}.{key} must be a positive integer; got {c[key]}.")
@@ -182,15 +212,21 @@ class E2MIM(PromptTrainer):
             optim_cfg.defrost()
             optim_cfg.LR = c.MI_LR if c.MI_LR > 0 else cfg.OPTIM.LR
             optim_cfg.NAME = c.MI_OPTIM or cfg.OPTIM.NAME
+            if not c.MI_WARMUP:
+                optim_cfg.WARMUP_EPOCH = 0
             optim = build_optimizer(self.critic, optim_cfg)
             sched = build_lr_scheduler(optim, optim_cfg)
             self.register_model("mi_estimator", self.critic, optim, sched)
+        if c.MIXUP and c.MIX_WEIGHT == 0 and self.critic is None:
+            logger.info(f"Note: {NODE}.MIXUP is on but nothing uses the mixtures ({NODE}.MIX_WEIGHT 0 and no MI "
+                        f"term): this run trains as without Mixup.")
         logger.info(f"E2MIM: consistency {self.consistency}"
                     + (f" ({self.estimator_name}, beta {c.MI_WEIGHT}, critic {c.MI_LAYERS}x{c.MI_HIDDEN})"
                        if self.critic is not None else "")
                     + (f"; Mixup at {self.mode['MIX_LEVEL']} level, alpha {c.MIXUP_ALPHA}" if c.MIXUP else "; no Mixup")
                     + f"; inference {self.mode['INFERENCE']}")
         self._mix_gen = torch.Generator()  # seeded per epoch in before_epoch
+        self._diag = defaultdict(list)     # per-step diagnostics of the running epoch
 
     def before_epoch(self):
         super().before_epoch()
@@ -198,6 +234,29 @@ class E2MIM(PromptTrainer):
         # run draws what the uninterrupted run drew whatever the data pipeline consumed.
         seed = self.cfg.SEED if self.cfg.SEED >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))
         self._mix_gen.manual_seed(epoch_seed(seed, self.epoch, "lambda"))
+        self._diag = defaultdict(list)
+
+    def epoch_diagnostics(self):
+        out = super().epoch_diagnostics()
+        out.update({k: sum(v) / len(v) for k, v in sorted(self._diag.items()) if v})
+        return out
+
+    def _gradient_shares(self, terms):
+        """Each term's gradient norm on the prompt, its share of their sum, and the cosine
+        between the MI (or cosine) term's gradient and the cross-entropy's."""
+        params = [p for p in self.model.prompt_learner.parameters() if p.requires_grad]
+        grads = {}
+        for name, term in terms.items():
+            g = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            grads[name] = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float()
+                                     for x, p in zip(g, params)])
+        total = sum(float(g.norm()) for g in grads.values()) or 1.0
+        for name, g in grads.items():
+            self._diag[f"grad_norm_{name}"].append(float(g.norm()))
+            self._diag[f"grad_share_{name}"].append(float(g.norm()) / total)
+        for name in ("mi", "cos"):
+            if name in grads:
+                self._diag[f"grad_cos_{name}_ce"].append(float(F.cosine_similarity(grads[name], grads["ce"], dim=0)))
 
     # ---- training ----------------------------------------------------------------------
     def _image_features(self, images):
@@ -243,17 +302,29 @@ class E2MIM(PromptTrainer):
             loss = loss + c.MIX_WEIGHT * loss_mix
             summary["loss_mix"] = loss_mix.item()
         loss_opt = loss_log = loss
+        terms = {"ce": loss_ce}
+        if use_mix and c.MIX_WEIGHT > 0:
+            terms["mix"] = c.MIX_WEIGHT * loss_mix
         if self.consistency == "mi":
-            mi = self._mi_term(v_all, logits_all, B, use_mix)
+            mi = self._mi_term(v_all, logits_all, B, use_mix, batch.get("index"))
             if mi is not None:
                 # Prompts get -beta * grad(I); the critic gets -grad(I) (see module docstring).
                 loss_opt = loss - mi
                 loss_log = loss - c.MI_WEIGHT * mi.detach()
                 summary["mi"] = mi.item()
+                summary["mi_indep"] = self._last_mi_indep
+                terms["mi"] = -mi  # through _ScaleGrad: -beta * grad(I) on the prompt
         elif self.consistency == "cosine":
             loss_cos = cosine_consistency(t_s, self.text_h)
             loss_opt = loss_log = loss + c.COS_WEIGHT * loss_cos
             summary["loss_cos"] = loss_cos.item()
+            terms["cos"] = c.COS_WEIGHT * loss_cos
+        for k in ("mi", "mi_indep", "loss_mix", "loss_cos"):
+            if k in summary:
+                self._diag[k].append(summary[k])
+        freq = int(c.DIAG_FREQ)
+        if freq and getattr(self, "batch_idx", 0) % freq == 0 and len(terms) > 1:
+            self._gradient_shares(terms)
         # A step without an MI term leaves the critic without gradients: step the prompt alone
         # (GradScaler refuses an optimizer whose parameters got no gradient).
         self.model_backward_and_update(loss_opt, None if "mi" in summary else ["prompt_learner"])
@@ -262,7 +333,23 @@ class E2MIM(PromptTrainer):
         out["acc"] = compute_accuracy(logits, label)
         return out
 
-    def _mi_term(self, v_all, logits_s_all, B, use_mix):
+    @staticmethod
+    def _dependent_pairs(index, B, n_rows):
+        """Bool [n_rows, n_rows]: rows made from a common training item (clean row b is item
+        index[b]; mixed row k is made of items index[k] and index[m + k])."""
+        m = (n_rows - B) if n_rows > B else 0
+        items, inverse = torch.unique(index, return_inverse=True)
+        member = torch.zeros(n_rows, len(items), dtype=torch.bool)
+        member[torch.arange(B), inverse[:B]] = True
+        if m:
+            member[B + torch.arange(m), inverse[:m]] = True
+            member[B + torch.arange(m), inverse[m:2 * m]] = True
+        f = member.float()
+        dep = (f @ f.t()) > 0
+        dep.fill_diagonal_(False)
+        return dep
+
+    def _mi_term(self, v_all, logits_s_all, B, use_mix, index=None):
         c = self.cfg.TRAINER.E2MIM
         on = self.mode["MI_ON"]
         if on == "clean" or not use_mix:
@@ -274,21 +361,32 @@ class E2MIM(PromptTrainer):
         v = v_all[rows]
         if v.shape[0] < 2:  # no marginal pair (e.g. a one-image training set)
             return None
+        exclude = None
+        if c.MI_INDEPENDENT_MARGINALS and index is not None:
+            exclude = self._dependent_pairs(index.cpu(), B, v_all.shape[0])[rows, rows]
+            if bool((exclude | torch.eye(len(exclude), dtype=torch.bool)).all()):
+                return None  # no independent pair in this batch
         with torch.no_grad():
             logits_h = self.model.logit_scale * v @ self.text_h.t()
         logits_s = _ScaleGrad.apply(logits_s_all[rows], float(c.MI_WEIGHT))
+        if c.MI_TEMPERATURE != 1.0:
+            logits_h, logits_s = logits_h / c.MI_TEMPERATURE, logits_s / c.MI_TEMPERATURE
         if self.mode["MI_INPUT"] == "log_prob":
             a, b = F.log_softmax(logits_h, dim=-1), F.log_softmax(logits_s, dim=-1)
         else:
             a, b = F.softmax(logits_h, dim=-1), F.softmax(logits_s, dim=-1)
-        return self.critic(a, b)
+        with torch.no_grad():
+            # What the same critic reports for independent views: b of another image (a
+            # cyclic shift of the rows, a derangement) in place of the joint partner.
+            self._last_mi_indep = float(self.critic(a, b.roll(1, dims=0)))
+        return self.critic(a, b, exclude=exclude)
 
     # ---- evaluation and checkpoints ----------------------------------------------------
     def model_inference(self, image):
         c = self.cfg.TRAINER.E2MIM
         with self.precision.autocast():
             text = self.eval_text_features()
-            img = encode_images(self.model.clip, image)
+            img = self.model.image_features(image)
         scale = self.model.logit_scale
         logits_s = scale * img @ text.t()
         if self.mode["INFERENCE"] == "soft":

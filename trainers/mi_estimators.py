@@ -196,14 +196,23 @@ class MIEstimator(nn.Module):
         return a.to(device=w.device, dtype=w.dtype), b.to(device=w.device, dtype=w.dtype)
 
     def forward(
-        self, a: torch.Tensor, b: torch.Tensor, generator: Optional[torch.Generator] = None
+        self, a: torch.Tensor, b: torch.Tensor, generator: Optional[torch.Generator] = None,
+        exclude: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """``exclude``: optional bool [B, B], True where (a_i, b_j), i != j, is NOT a sample of
+        the product of marginals (the two rows share a source image, e.g. a clean image and
+        a mixture made from it); those pairs are left out of the marginal term (and out of
+        InfoNCE's negatives). Used with ``marginal="all"`` and InfoNCE."""
         a, b = self._prepare(a, b)
+        if exclude is not None:
+            if exclude.shape != (a.shape[0], a.shape[0]):
+                raise ValueError(f"exclude must be [{a.shape[0]}, {a.shape[0]}]; got {tuple(exclude.shape)}")
+            exclude = exclude.to(device=a.device, dtype=torch.bool)
         # Autocast would silently run the critic's matmuls in fp16/bf16.
         with torch.autocast(device_type=a.device.type, enabled=False):
-            return self._bound(a, b, generator)
+            return self._bound(a, b, generator, exclude)
 
-    def _bound(self, a, b, generator):  # pragma: no cover - abstract
+    def _bound(self, a, b, generator, exclude=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -224,12 +233,17 @@ class _MarginalPairsMixin:
         return marginal
 
     def _joint_and_marginal(
-        self, a: torch.Tensor, b: torch.Tensor, generator: Optional[torch.Generator]
+        self, a: torch.Tensor, b: torch.Tensor, generator: Optional[torch.Generator],
+        exclude: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         n = a.shape[0]
         if self.marginal == "all":
             s = self.critic.score_matrix(a, b)
             off_diag = ~torch.eye(n, dtype=torch.bool, device=s.device)
+            if exclude is not None:
+                off_diag = off_diag & ~exclude
+                if not bool(off_diag.any()):
+                    raise ValueError("every marginal pair is excluded: no two rows are independent")
             return s.diagonal(), s[off_diag]
         # "shuffle": p is a random permutation; pairing a[p[k]] with b[p[k+1]]
         # (cyclically) never pairs a row with itself, i.e. it is a derangement.
@@ -251,8 +265,8 @@ class JSDEstimator(_MarginalPairsMixin, MIEstimator):
         super().__init__(in_dim, **critic_options)
         self.marginal = self._check_marginal(marginal)
 
-    def _bound(self, a, b, generator):
-        joint, marg = self._joint_and_marginal(a, b, generator)
+    def _bound(self, a, b, generator, exclude=None):
+        joint, marg = self._joint_and_marginal(a, b, generator, exclude)
         return (-F.softplus(-joint)).mean() - F.softplus(marg).mean()
 
     def extra_repr(self) -> str:
@@ -285,8 +299,8 @@ class DVEstimator(_MarginalPairsMixin, MIEstimator):
         self.register_buffer("ma_log", torch.zeros(()))
         self.register_buffer("ma_steps", torch.zeros((), dtype=torch.long))
 
-    def _bound(self, a, b, generator):
-        joint, marg = self._joint_and_marginal(a, b, generator)
+    def _bound(self, a, b, generator, exclude=None):
+        joint, marg = self._joint_and_marginal(a, b, generator, exclude)
         log_mean_exp = torch.logsumexp(marg, dim=0) - math.log(marg.numel())
         estimate = joint.mean() - log_mean_exp
         if not (self.bias_correction and self.training and torch.is_grad_enabled()):
@@ -315,11 +329,20 @@ class InfoNCEEstimator(MIEstimator):
 
     name = "infonce"
 
-    def _bound(self, a, b, generator):
+    def _bound(self, a, b, generator, exclude=None):
         s = self.critic.score_matrix(a, b)
+        n = a.shape[0]
+        if exclude is not None:
+            # Dependent pairs are not negatives; the bound is then log of each row's
+            # candidate count, averaged (log B without exclusions).
+            keep = ~exclude | torch.eye(n, dtype=torch.bool, device=s.device)
+            s = s.masked_fill(~keep, float("-inf"))
+            log_count = torch.log(keep.sum(dim=1).to(s.dtype)).mean()
+        else:
+            log_count = math.log(n)
         # Row i: classify the true partner b_i among all b_j.
         log_softmax_diag = s.diagonal() - torch.logsumexp(s, dim=1)
-        return log_softmax_diag.mean() + math.log(a.shape[0])
+        return log_softmax_diag.mean() + log_count
 
 
 MI_ESTIMATORS: Dict[str, Type[MIEstimator]] = {

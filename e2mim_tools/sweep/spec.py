@@ -159,7 +159,10 @@ def _method(entry, i, cfg=None):
         if not cfg[fam]:
             raise SweepError(f"methods[{i}]: no cfg for trainer {trainer} (set `cfg`)")
     zero_shot = bool(entry.get("zero_shot", base.zero_shot if base and base.trainer == trainer else False))
-    label = str(entry.get("label") or entry.get("method") or f"{trainer}/{cfg['b2n']}")
+    # A tagged variant is named by its tag (its folder), so variants of one cfg need no label.
+    tag = entry.get("tag")
+    label = str(entry.get("label") or (f"{entry.get('method') or trainer}/{tag}" if tag else None)
+                or entry.get("method") or f"{trainer}/{cfg['b2n']}")
     return MethodSpec(label, trainer, cfg, zero_shot, _opts(entry.get("opts"), f"methods[{i}].opts"),
                       entry.get("tag"), _names(entry.get("datasets") or []),
                       _ints(entry.get("seeds") or [], f"methods[{i}].seeds"))

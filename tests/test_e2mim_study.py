@@ -1,0 +1,208 @@
+"""The E2MIM study's instruments: diagnostics (MI estimate against its independent-views
+value, the collapse metric, gradient shares, per-epoch rows in results.json and across a
+resume), the reading switches (critic input, temperature, warm-up, independent marginals),
+TEST.REPORT_VAL, and the shifted CompWorld camera."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import e2mim_trainers.e2mim as e2mim_module
+from e2mim_clip.prompting import mean_pairwise_cosine
+from e2mim_trainers.mi_estimators import build_mi_estimator
+from test_e2mim import build, first_batch
+
+LOG4 = 2 * math.log(2)
+
+
+# ---- the collapse metric -------------------------------------------------------------
+
+def test_mean_pairwise_cosine_hand_computed():
+    f = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # norms do not matter
+    # pairs: (0,1) 0, (0,2) 1/sqrt2, (1,2) 1/sqrt2; each ordered pair twice over 6
+    assert mean_pairwise_cosine(f) == pytest.approx(2 * (0 + 2 / math.sqrt(2)) / 6, abs=1e-6)
+    assert mean_pairwise_cosine(torch.ones(4, 3)) == pytest.approx(1.0, abs=1e-6)  # full collapse
+    with pytest.raises(ValueError, match="two classes"):
+        mean_pairwise_cosine(torch.ones(1, 3))
+
+
+# ---- the MI estimate against independent views ----------------------------------------
+
+def _views(n, gen, dependent):
+    z = torch.randn(n, 6, generator=gen)
+    other = z if dependent else torch.randn(n, 6, generator=gen)
+    a = F.log_softmax(2 * z, dim=-1)
+    b = F.log_softmax(2 * (other + 0.3 * torch.randn(n, 6, generator=gen)), dim=-1)
+    return a, b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_trained_critic_separates_dependent_views_from_independent(seed):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(100 + seed)
+    est = build_mi_estimator("jsd", 6, hidden=32)
+    opt = torch.optim.Adam(est.parameters(), lr=1e-2)
+    for _ in range(200):
+        a, b = _views(64, gen, dependent=True)
+        loss = -est(a, b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        a, b = _views(256, gen, dependent=True)
+        joint, indep = float(est(a, b)), float(est(a, b.roll(1, dims=0)))
+        a2, b2 = _views(256, gen, dependent=False)
+        unrelated = float(est(a2, b2))
+    # JSD's value at independence is at most -2 log 2 (equality for a critic that is 0).
+    assert indep <= -LOG4 + 0.05 and unrelated <= -LOG4 + 0.05
+    assert joint > indep + 0.3
+
+
+def test_excluded_pairs_leave_the_marginal_term():
+    torch.manual_seed(0)
+    est = build_mi_estimator("jsd", 4, hidden=8)
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    exclude = torch.zeros(5, 5, dtype=torch.bool)
+    exclude[0, 3] = exclude[3, 0] = exclude[1, 2] = True
+    s = est.critic.score_matrix(a, b)
+    keep = ~torch.eye(5, dtype=torch.bool) & ~exclude
+    expected = (-F.softplus(-s.diagonal())).mean() - F.softplus(s[keep]).mean()
+    torch.testing.assert_close(est(a, b, exclude=exclude), expected)
+    nce = build_mi_estimator("infonce", 4, hidden=8)
+    s = nce.critic.score_matrix(a, b)
+    cand = ~exclude
+    rows = [s[i, i] - torch.logsumexp(s[i][cand[i]], 0) + torch.log(cand[i].sum().float()) for i in range(5)]
+    torch.testing.assert_close(nce(a, b, exclude=exclude), torch.stack(rows).mean())
+    with pytest.raises(ValueError, match="every marginal pair"):
+        est(a[:2], b[:2], exclude=torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_dependent_pairs_of_a_mixup_batch():
+    # B = 4 clean rows [items 5, 7, 5, 9] (item 5 drawn twice), m = 2 mixtures: row 4 = (5, 5)'s
+    # positions 0 and 2 -> items {5}, row 5 = positions 1 and 3 -> items {7, 9}.
+    dep = e2mim_module.E2MIM._dependent_pairs(torch.tensor([5, 7, 5, 9]), 4, 6)
+    expected = {(0, 2), (0, 4), (2, 4), (1, 5), (3, 5)}
+    got = {(i, j) for i in range(6) for j in range(6) if dep[i, j] and i < j}
+    assert got == expected and torch.equal(dep, dep.t()) and not dep.diagonal().any()
+
+
+# ---- the trainer's diagnostics and switches --------------------------------------------
+
+def _results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def test_diagnostics_rows_in_results_and_across_resume(demo_root, tmp_path):
+    full = str(tmp_path / "full")
+    soft_ce = ("TRAINER.E2MIM.MIX_WEIGHT", 1.0)  # so all three terms act
+    t = build(demo_root, full, "OPTIM.MAX_EPOCH", 2, "TRAINER.E2MIM.DIAG_FREQ", 1, *soft_ce)
+    t.train()
+    rows = _results(full)["diagnostics"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert {"class_cos", "view_cos", "handcrafted_class_cos", "mi", "mi_indep", "loss_mix",
+                "grad_share_ce", "grad_share_mix", "grad_share_mi", "grad_cos_mi_ce"} <= set(r)
+        assert r["grad_share_ce"] + r["grad_share_mix"] + r["grad_share_mi"] == pytest.approx(1.0)
+        assert -1.0 <= r["class_cos"] <= 1.0 and -1.0 <= r["view_cos"] <= 1.0
+    # The collapse metric is the pairwise cosine of the final prompt's class features.
+    with torch.no_grad():
+        assert rows[-1]["class_cos"] == pytest.approx(mean_pairwise_cosine(t.model.text_features()), abs=1e-6)
+    assert os.listdir(os.path.join(full, "tensorboard"))
+    # Interrupted after epoch 1 and resumed: the same rows.
+    part = str(tmp_path / "part")
+    build(demo_root, part, "OPTIM.MAX_EPOCH", 2, "TRAINER.E2MIM.DIAG_FREQ", 1, *soft_ce).train(max_epoch=1)
+    build(demo_root, part, "OPTIM.MAX_EPOCH", 2, "TRAINER.E2MIM.DIAG_FREQ", 1, *soft_ce).train()
+    resumed = _results(part)["diagnostics"]
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    for a, b in zip(rows, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+def test_diag_freq_zero_skips_the_gradient_shares(demo_root, tmp_path):
+    t = build(demo_root, str(tmp_path), "TRAINER.E2MIM.DIAG_FREQ", 0)
+    t.forward_backward(first_batch(t))
+    assert not any(k.startswith("grad_") for k in t._diag) and t._diag["mi"]
+
+
+@pytest.mark.parametrize("extra,kind", [(("TRAINER.E2MIM.MI_INPUT", "prob"), "prob"), ((), "log_prob"),
+                                        (("TRAINER.E2MIM.MI_INPUT", "prob", "TRAINER.E2MIM.MI_TEMPERATURE", 2.0),
+                                         "prob_t2")])
+def test_what_the_critic_sees(demo_root, tmp_path, extra, kind):
+    t = build(demo_root, str(tmp_path), "TRAINER.E2MIM.MIXUP", False, *extra)
+    seen = []
+    orig = t.critic.forward
+
+    def spy(a, b, generator=None, exclude=None):
+        seen.append((a.detach(), b.detach()))
+        return orig(a, b, generator, exclude)
+
+    t.critic.forward = spy
+    batch = first_batch(t)
+    t.forward_backward(batch)
+    image, _ = t.parse_batch_train(batch)
+    with torch.no_grad():
+        v = e2mim_module.encode_images(t.model.clip, image)
+        z_h = t.model.logit_scale * v @ t.text_h.t()
+    a = seen[-1][0]
+    expected = {"prob": z_h.softmax(-1), "log_prob": z_h.log_softmax(-1), "prob_t2": (z_h / 2).softmax(-1)}[kind]
+    torch.testing.assert_close(a, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_critic_warmup_switch(demo_root, tmp_path, warmup):
+    t = build(demo_root, str(tmp_path), "TRAINER.E2MIM.MI_WARMUP", warmup, "OPTIM.WARMUP_EPOCH", 1,
+              "OPTIM.MAX_EPOCH", 3, "TRAINER.E2MIM.MI_LR", 1e-3)
+    lr_critic = t._optims["mi_estimator"].param_groups[0]["lr"]
+    lr_prompt = t._optims["prompt_learner"].param_groups[0]["lr"]
+    assert lr_prompt == pytest.approx(t.cfg.OPTIM.WARMUP_CONS_LR)
+    assert lr_critic == pytest.approx(t.cfg.OPTIM.WARMUP_CONS_LR if warmup else 1e-3)
+
+
+def test_independent_marginals_switch_changes_the_bound(demo_root, tmp_path):
+    values = {}
+    for flag in (True, False):
+        t = build(demo_root, str(tmp_path / str(flag)), "TRAINER.E2MIM.MI_INDEPENDENT_MARGINALS", flag)
+        values[flag] = t.forward_backward(first_batch(t))["mi"]
+    assert values[True] != values[False]  # the mixtures' own sources leave the marginal pairs
+
+
+def test_report_val_writes_the_validation_accuracy(demo_root, tmp_path):
+    out = str(tmp_path)
+    t = build(demo_root, out, "TEST.REPORT_VAL", True, "TRAINER.E2MIM.DIAG_FREQ", 0)
+    t.train()
+    res = _results(out)
+    assert res["split"] == "test" and 0.0 <= res["val_accuracy"] <= 100.0
+    assert res["val_accuracy"] == pytest.approx(t.test(split="val"))
+
+
+# ---- the shifted camera ---------------------------------------------------------------
+
+def test_identity_domain_renders_todays_images():
+    from e2mim_datasets.compworld import render as cw
+    combo = ("red", "star", "large", "dotted")
+    a = np.asarray(cw.render(combo, 3, 48, seed=7))
+    b = np.asarray(cw.render(combo, 3, 48, seed=7, domain=cw.Domain()))
+    assert np.array_equal(a, b)
+
+
+def test_class_hue_shifts_each_class_by_its_own_offset():
+    import colorsys
+
+    from e2mim_datasets.compworld import render as cw
+    offsets = {c: cw.class_hue_offset(c, 18.0) for c in cw.all_classes()}
+    assert set(offsets.values()) == {18.0, -18.0}
+    for colour, shape in [("green", "square"), ("blue", "circle"), ("purple", "square")]:
+        hues = []
+        for dom in (cw.Domain(), cw.Domain(class_hue=18.0)):
+            px = np.asarray(cw.render((colour, shape, "large", "plain"), 0, 64, 0, dom), np.float32) / 255
+            centre = px[24:40, 24:40].reshape(-1, 3)
+            sat = centre.max(1) - centre.min(1)
+            obj = centre[sat > 0.3].mean(0)  # object pixels: saturated, unlike the grey background
+            hues.append(colorsys.rgb_to_hsv(*obj)[0] * 360)
+        shift = (hues[1] - hues[0] + 180) % 360 - 180
+        assert shift == pytest.approx(offsets[(colour, shape)], abs=4.0)
