@@ -14,7 +14,14 @@ WANT=$(cat setup.py constraints.txt | "$PY" -c "import hashlib, sys; print(hashl
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || \
    ! .venv/bin/python -c "import clip, torch, torchvision, yacs, e2mim_engine, e2mim_trainers, pytest, matplotlib" >/dev/null 2>&1; then
   echo "Installing the project and its pinned dependencies into .venv (PyTorch is a large download the first time)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  # pip's own chatter (index warnings, build-backend notices) goes to a log that is shown
+  # only when the install fails.
+  LOG=.venv/install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"; } > "$LOG" 2>&1; then
+    tail -n 40 "$LOG" >&2
+    echo "Installing into .venv failed (full log: $LOG)." >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi

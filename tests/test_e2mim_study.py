@@ -206,3 +206,33 @@ def test_class_hue_shifts_each_class_by_its_own_offset():
             hues.append(colorsys.rgb_to_hsv(*obj)[0] * 360)
         shift = (hues[1] - hues[0] + 180) % 360 - 180
         assert shift == pytest.approx(offsets[(colour, shape)], abs=4.0)
+
+
+def test_demo_runs_each_method_with_its_world_recipe(tmp_path, monkeypatch):
+    """The demo's commands: every row's cfg exists for both worlds, the backbone is prepared
+    in the foreground first, and each base run's model feeds its new-class run."""
+    from e2mim_tools import demo
+
+    calls, prepared = [], []
+    monkeypatch.setattr(demo, "prepare_backbone", prepared.append)
+
+    def fake_train(args, log):
+        calls.append(args)
+        out = args[args.index("--output-dir") + 1]
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump({"accuracy": 50.0, "epoch": 20}, f)
+
+    monkeypatch.setattr(demo, "train_py", fake_train)
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for world in ("compworld_shift", "compworld"):
+        calls.clear()
+        demo.main(["--world", world, "--output", str(tmp_path / world), "--with-ablations"])
+        assert prepared[-1] == "compworld-tiny"
+        rows = len(demo.METHODS) + len(demo.ABLATIONS)
+        assert len(calls) == 2 * rows
+        for args in calls:
+            assert os.path.isfile(args[args.index("--config-file") + 1])
+            assert args[args.index("--dataset-config-file") + 1] == f"configs/datasets/{world}.yaml"
+        new_runs = [a for a in calls if "new" in a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1:]]
+        assert all("--model-dir" in a for a in new_runs if a[a.index("--trainer") + 1] != "ZeroshotCLIP")
