@@ -236,3 +236,23 @@ def test_demo_runs_each_method_with_its_world_recipe(tmp_path, monkeypatch):
             assert args[args.index("--dataset-config-file") + 1] == f"configs/datasets/{world}.yaml"
         new_runs = [a for a in calls if "new" in a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1:]]
         assert all("--model-dir" in a for a in new_runs if a[a.index("--trainer") + 1] != "ZeroshotCLIP")
+
+
+def test_figure1_reading_mixtures_feed_only_the_mi_term(demo_root, tmp_path):
+    """MIX_WEIGHT 0 (the default): the loss is CE - beta * MI, the CE sees the B clean rows
+    only, and the critic sees the B clean and m mixed rows (MI_ON both)."""
+    t = build(demo_root, str(tmp_path), "TRAINER.E2MIM.MI_WEIGHT", 2.0)
+    assert t.cfg.TRAINER.E2MIM.MIX_WEIGHT == 0.0 and t.mode["MIX_LEVEL"] == "feature"
+    rows = []
+    orig = t.critic.forward
+
+    def spy(a, b, generator=None, exclude=None):
+        rows.append(a.shape[0])
+        return orig(a, b, generator, exclude)
+
+    t.critic.forward = spy
+    batch = first_batch(t)
+    out = t.forward_backward(batch)
+    B = batch["img"].shape[0]
+    assert rows[-1] == B + B // 2
+    assert out["loss"] == pytest.approx(out["loss_ce"] - 2.0 * out["mi"], rel=1e-5, abs=1e-6)
