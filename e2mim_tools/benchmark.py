@@ -22,6 +22,7 @@ peak resident set size (includes the Python runtime and the frozen CLIP).
   e2mim-benchmark --trainers CoOp E2MIM --precisions fp32 bf16 amp
   e2mim-benchmark --encoders --backbones random:ViT-B/16 --batch 2 --steps 10 [--compile]
   e2mim-benchmark --published /tmp/CoOp /tmp/Dassl.pytorch [/tmp/deps] --backbones random:ViT-B/16
+  e2mim-benchmark --published ... --cached-train-features   # ours on cached training features
 
 --precisions runs every entry once per precision (PREC=<p> on the trainer's own node; an
 entry may also say CoOp:PREC=bf16) and adds a table with the precisions side by side.
@@ -112,6 +113,21 @@ def _batch(a, cfg):
     return {"img": img, "label": lab, "index": torch.arange(B), "domain": torch.zeros(B, dtype=torch.long)}
 
 
+def _use_cached_features(a, t, batch):
+    """--cached-train-features: the batch also holds normalized frozen features ("feat"), what
+    DATALOADER.FEATURE_CACHE.TRAIN_VIEWS hands forward_backward in place of the images."""
+    import torch
+    import torch.nn.functional as F
+
+    if not a.cached_train_features:
+        return batch
+    if not t.frozen_train_features:
+        raise SystemExit(f"--cached-train-features: {type(t).__name__} cannot train on cached features")
+    with torch.no_grad():
+        batch = dict(batch, feat=F.normalize(t.encode_frozen(batch["img"]).float(), dim=-1))
+    return batch
+
+
 def peak_memory_mb(device):
     """The allocator's peak on CUDA, the process's peak resident set size on CPU (MiB)."""
     import torch
@@ -142,7 +158,7 @@ def single(a):
 
     _setup(a)
     t, cfg, out = _build(a, a.trainer, a.tmp)
-    batch = _batch(a, cfg)
+    batch = _use_cached_features(a, t, _batch(a, cfg))
     img, B = batch["img"], a.batch
     dev = torch.device(a.device)
     if dev.type == "cuda":
@@ -177,7 +193,7 @@ def interleaved(a):
     runs = []
     for k, entry in enumerate(a.trainers):
         t, cfg, out = _build(a, entry, os.path.join(a.tmp, str(k)))
-        runs.append((t, _batch(a, cfg), out, [], []))
+        runs.append((t, _use_cached_features(a, t, _batch(a, cfg)), out, [], []))
     for t, batch, _, _, _ in runs:
         if t._models:
             t.set_model_mode("train")
@@ -218,7 +234,7 @@ def worker(a):
     t, cfg, out = _build(a, a.trainer, a.tmp)
     if a.save_clip:
         torch.save({k: v.float() for k, v in t.model.clip.state_dict().items()}, a.save_clip)
-    batch = _batch(a, cfg)
+    batch = _use_cached_features(a, t, _batch(a, cfg))
     dev = torch.device(a.device)
     t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
 
@@ -322,13 +338,15 @@ def published(a):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in a.published))
     common = ["--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch),
               "--warmup", str(a.warmup), "--threads", str(a.threads)]
+    ours_only = ["--cached-train-features"] if a.cached_train_features else []
     table, rows = [], []
     for prec in precs:
         with tempfile.TemporaryDirectory() as tmp:
             clip_file = os.path.join(tmp, "clip.pt")
             ours = _Worker([sys.executable, "-m", "e2mim_tools.benchmark", "--worker", "--trainer",
                             f"CoOp:PREC={prec}", "--backbone", bb, "--tmp", tmp, "--save-clip", clip_file,
-                            *common, *(["--opts", *a.opts] if a.opts else [])], f"our CoOp ({prec})", cwd=tmp)
+                            *common, *ours_only, *(["--opts", *a.opts] if a.opts else [])], f"our CoOp ({prec})",
+                           cwd=tmp)
             pub_tmp = os.path.join(tmp, "published")
             os.makedirs(pub_tmp)
             theirs = _Worker([sys.executable, "-m", "e2mim_tools.bench_published", "--clip", clip_file,
@@ -391,6 +409,9 @@ def main():
                    help="time the frozen encoders' variants (CLIP's forward, fused SDPA path, channels-last, "
                         "torch.compile with --compile) against a 1024^2 fp32 matmul, interleaved")
     p.add_argument("--compile", action="store_true", help="with --encoders: also time torch.compile")
+    p.add_argument("--cached-train-features", action="store_true",
+                   help="our trainers train on frozen features, as with DATALOADER.FEATURE_CACHE.TRAIN_VIEWS "
+                        "(the features are computed once, untimed; CoOp, KgCoOp, ProGrad, CoCoOp, ZeroshotCLIP)")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config pairs for every run")
     # internal: run one combination in this process
@@ -416,17 +437,22 @@ def main():
 
     import tempfile
 
+    failed = []  # the table still shows the others; the exit status says something failed
+
     def run(trainer_args, bb, what):
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "e2mim_tools.benchmark", "--single", *trainer_args, "--backbone", bb,
                    "--tmp", tmp, "--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch),
                    "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
+            if a.cached_train_features:
+                cmd.append("--cached-train-features")
             if a.opts:
                 cmd += ["--opts"] + a.opts
             r = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
         if r.returncode or not lines:
             print(f"{what} on {bb} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
+            failed.append(f"{what} on {bb}")
             return []
         print(f"done: {what} on {bb}", file=sys.stderr, flush=True)
         return [json.loads(ln[len("RESULT "):]) for ln in lines]
@@ -440,7 +466,8 @@ def main():
             print("--repeat is ignored with --interleave (use --steps)", file=sys.stderr)
         rows = [r for bb in a.backbones
                 for r in run(["--interleave", "--trainers", *a.trainers], bb, " + ".join(a.trainers))]
-        return report(a, rows)
+        report(a, rows)
+        return 1 if failed else 0
 
     best = {}  # (backbone, trainer entry) -> fastest run
     for _ in range(max(1, a.repeat)):
@@ -455,6 +482,7 @@ def main():
                     best[key] = row
     rows = [best[(bb, tr)] for bb in a.backbones for tr in a.trainers if (bb, tr) in best]
     report(a, rows)
+    return 1 if failed else 0
 
 
 def report(a, rows):
@@ -493,4 +521,4 @@ def report(a, rows):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -71,3 +71,16 @@ def test_published_comparison_runs():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert [c for c in cells if c.endswith("x")] == [cells[3], cells[6]]  # the train and eval ratios
     assert float(cells[3][:-1]) > 0 and float(cells[6][:-1]) > 0
+
+
+def test_cached_train_features_step_and_refusal():
+    """--cached-train-features: our step trains on frozen features (what the training feature
+    cache hands it); a trainer that encodes or mixes images itself is refused, by name."""
+    base = [sys.executable, "-m", "e2mim_tools.benchmark", "--backbones", "random:tiny", "--classes", "4",
+            "--batch", "4", "--steps", "1", "--warmup", "1", "--threads", "1", "--interleave",
+            "--cached-train-features", "--trainers"]
+    r = subprocess.run(base + ["CoOp"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert any(ln.startswith("| random:tiny") and "CoOp" in ln for ln in r.stdout.splitlines()), r.stdout
+    r = subprocess.run(base + ["IVLP"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and "IVLP cannot train on cached features" in (r.stdout + r.stderr)
