@@ -256,3 +256,29 @@ def test_figure1_reading_mixtures_feed_only_the_mi_term(demo_root, tmp_path):
     B = batch["img"].shape[0]
     assert rows[-1] == B + B // 2
     assert out["loss"] == pytest.approx(out["loss_ce"] - 2.0 * out["mi"], rel=1e-5, abs=1e-6)
+
+
+def test_study_table_from_an_output_tree(tmp_path, capsys):
+    """e2mim-study pairs each train_base run with its test_new run, averages the per-seed HM,
+    shows the validation accuracy and the last epoch's diagnostics."""
+    from e2mim_tools import study
+
+    def write(phase, variant, seed, acc, **extra):
+        d = tmp_path / "base2new" / phase / "compworld_shift" / "shots_16" / "E2MIM" / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(dict(accuracy=acc, **extra)))
+
+    for seed, (b, n, v) in {1: (80.0, 40.0, 70.0), 2: (60.0, 60.0, 72.0)}.items():
+        write("train_base", "x", seed, b, val_accuracy=v, diagnostics=[{"epoch": 1, "class_cos": 0.9},
+                                                                         {"epoch": 2, "class_cos": 0.1 * seed}])
+        write("test_new", "x", seed, n)
+    write("train_base", "lonely", 1, 50.0)  # no test_new run: not a pair, not shown
+    study.main([str(tmp_path), "--columns", "class_cos"])
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if "| x " in ln)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    hm1, hm2 = 2 * 80 * 40 / 120, 60.0
+    assert cells[:4] == ["E2MIM", "x", "2", "70.0 ± 10.0"] and cells[4] == "50.0 ± 10.0"
+    assert cells[5] == f"{(hm1 + hm2) / 2:.1f} ± {abs(hm1 - hm2) / 2:.1f}"
+    assert cells[6] == "71.0 ± 1.0" and cells[7] == "0.150 ± 0.050"
+    with pytest.raises(SystemExit, match="no finished base-to-new pair"):
+        study.main([str(tmp_path / "nothing")])
