@@ -53,6 +53,12 @@ def local_backbones():
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=BACKBONE_ENTRY_POINTS)}
 
 
+def local_backbone_path(name):
+    """The weight file of a locally built backbone, building it first if needed (its entry
+    point may take minutes the first time and shows its own progress)."""
+    return local_backbones()[name].load()()
+
+
 def clip_cache_dir(cfg_dir=""):
     return os.path.expanduser(cfg_dir or os.environ.get("CLIP_CACHE_DIR") or "~/.cache/clip")
 
@@ -142,7 +148,7 @@ def backbone_checksum(backbone, cache_dir=""):
     if backbone in clip.available_models():
         return clip.clip._MODELS[backbone].split("/")[-2]  # verified against the file by load_clip
     if backbone in local_backbones():
-        return _file_sha256(local_backbones()[backbone].load()())
+        return _file_sha256(local_backbone_path(backbone))
     path = os.path.expanduser(backbone)
     return _file_sha256(path) if os.path.isfile(path) else None
 
@@ -157,7 +163,7 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
         model = build_random_clip(backbone[len(RANDOM_PREFIX):])
         logger.info(f"Building a RANDOMLY INITIALISED CLIP ({backbone}): numbers are not meaningful")
     elif backbone in local_backbones():
-        path = local_backbones()[backbone].load()()
+        path = local_backbone_path(backbone)
         logger.info(f"Loading CLIP ({backbone}) from {path}")
         model = _load_file(path)
     elif backbone in clip.available_models():

@@ -117,14 +117,13 @@ def _use_cached_features(a, t, batch):
     """--cached-train-features: the batch also holds normalized frozen features ("feat"), what
     DATALOADER.FEATURE_CACHE.TRAIN_VIEWS hands forward_backward in place of the images."""
     import torch
-    import torch.nn.functional as F
 
     if not a.cached_train_features:
         return batch
     if not t.frozen_train_features:
         raise SystemExit(f"--cached-train-features: {type(t).__name__} cannot train on cached features")
     with torch.no_grad():
-        batch = dict(batch, feat=F.normalize(t.encode_frozen(batch["img"]).float(), dim=-1))
+        batch = dict(batch, feat=t.encode_frozen(batch["img"]))  # normalized float32, as cached
     return batch
 
 

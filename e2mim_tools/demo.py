@@ -11,7 +11,6 @@ table is built from the runs' results.json.
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import time
 from tabulate import tabulate
 
 from e2mim_tools.results import harmonic_mean, read_result
+from e2mim_tools.study import fmt
 
 # (row label, trainer, extra KEY VALUE pairs); every method uses configs/trainers/<T>/<recipe>.yaml
 METHODS = [
@@ -40,9 +40,9 @@ WORLDS = {"compworld_shift": "CompWorldShift", "compworld": "CompWorld"}
 def prepare_backbone(name):
     """Build a locally made backbone (the tiny CompWorld CLIP) here, in the foreground, so the
     first run shows its pretraining progress on the terminal instead of in a run's log."""
-    from e2mim_clip.loader import local_backbones
+    from e2mim_clip.loader import local_backbone_path, local_backbones
     if name in local_backbones():
-        local_backbones()[name].load()()
+        local_backbone_path(name)
 
 
 def train_py(args, log):
@@ -72,12 +72,6 @@ def run_method(label, trainer, extra, seed, a, t0):
         train_py(flags + ["--output-dir", new_dir, "--eval-only"] + load + opts
                  + ["DATASET.SUBSAMPLE_CLASSES", "new"], os.path.join(new_dir, "demo.log"))
     return read_result(base_dir)["accuracy"], read_result(new_dir)["accuracy"]
-
-
-def fmt(values):
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
 
 
 def main(argv=None):

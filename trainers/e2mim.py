@@ -306,13 +306,13 @@ class E2MIM(PromptTrainer):
         if use_mix and c.MIX_WEIGHT > 0:
             terms["mix"] = c.MIX_WEIGHT * loss_mix
         if self.consistency == "mi":
-            mi = self._mi_term(v_all, logits_all, B, use_mix, batch.get("index"))
+            mi, mi_indep = self._mi_term(v_all, logits_all, B, use_mix, batch.get("index"))
             if mi is not None:
                 # Prompts get -beta * grad(I); the critic gets -grad(I) (see module docstring).
                 loss_opt = loss - mi
                 loss_log = loss - c.MI_WEIGHT * mi.detach()
                 summary["mi"] = mi.item()
-                summary["mi_indep"] = self._last_mi_indep
+                summary["mi_indep"] = mi_indep
                 terms["mi"] = -mi  # through _ScaleGrad: -beta * grad(I) on the prompt
         elif self.consistency == "cosine":
             loss_cos = cosine_consistency(t_s, self.text_h)
@@ -350,6 +350,8 @@ class E2MIM(PromptTrainer):
         return dep
 
     def _mi_term(self, v_all, logits_s_all, B, use_mix, index=None):
+        """(the bound to maximise, what the same critic gives for independent views), or
+        (None, None) when the step has no marginal pair."""
         c = self.cfg.TRAINER.E2MIM
         on = self.mode["MI_ON"]
         if on == "clean" or not use_mix:
@@ -360,12 +362,12 @@ class E2MIM(PromptTrainer):
             rows = slice(0, None)
         v = v_all[rows]
         if v.shape[0] < 2:  # no marginal pair (e.g. a one-image training set)
-            return None
+            return None, None
         exclude = None
         if c.MI_INDEPENDENT_MARGINALS and index is not None:
             exclude = self._dependent_pairs(index.cpu(), B, v_all.shape[0])[rows, rows]
             if bool((exclude | torch.eye(len(exclude), dtype=torch.bool)).all()):
-                return None  # no independent pair in this batch
+                return None, None  # no independent pair in this batch
         with torch.no_grad():
             logits_h = self.model.logit_scale * v @ self.text_h.t()
         logits_s = _ScaleGrad.apply(logits_s_all[rows], float(c.MI_WEIGHT))
@@ -378,8 +380,8 @@ class E2MIM(PromptTrainer):
         with torch.no_grad():
             # What the same critic reports for independent views: b of another image (a
             # cyclic shift of the rows, a derangement) in place of the joint partner.
-            self._last_mi_indep = float(self.critic(a, b.roll(1, dims=0)))
-        return self.critic(a, b, exclude=exclude)
+            mi_indep = float(self.critic(a, b.roll(1, dims=0)))
+        return self.critic(a, b, exclude=exclude), mi_indep
 
     # ---- evaluation and checkpoints ----------------------------------------------------
     def model_inference(self, image):

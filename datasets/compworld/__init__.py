@@ -67,31 +67,26 @@ class CompWorld(BenchmarkDataset):
     generate = staticmethod(generate)   # images and split file together
     layout = "compworld/images/<colour>_<shape>/<i>.png and compworld/split_compworld.json (generated)"
     source = "generated locally by datasets/compworld/ on first use"
+    split_file = "split_compworld.json"
 
     def load_splits(self, cfg):
         self.image_dir = os.path.join(self.dataset_dir, "images")
-        return read_split(os.path.join(self.dataset_dir, "split_compworld.json"), self.image_dir)
+        return read_split(os.path.join(self.dataset_dir, self.split_file), self.image_dir)
 
 
 SHIFT_IMAGES_PER_CLASS = 60  # 30/12/18 per class: validation holds 12 images of each base class
 
 
 def generate_shift(dataset_dir):
-    generate(dataset_dir, SHIFT_DOMAIN, "split_compworld_shift.json", SHIFT_IMAGES_PER_CLASS)
+    generate(dataset_dir, SHIFT_DOMAIN, CompWorldShift.split_file, SHIFT_IMAGES_PER_CLASS)
 
 
 @DATASET_REGISTRY.register()
-class CompWorldShift(BenchmarkDataset):
+class CompWorldShift(CompWorld):
     """CompWorld seen through a shifted camera (SHIFT_DOMAIN): same classes, split and tiny
     CLIP, images rendered with a per-class hue offset. The calibrated world of the E2MIM study."""
     dataset_dir = "compworld_shift"
-    template = "a photo of a {}."
-    generated = True
     generate = staticmethod(generate_shift)
+    split_file = "split_compworld_shift.json"
     layout = ("compworld_shift/images/<colour>_<shape>/<i>.png and compworld_shift/split_compworld_shift.json "
               "(generated)")
-    source = "generated locally by datasets/compworld/ on first use"
-
-    def load_splits(self, cfg):
-        self.image_dir = os.path.join(self.dataset_dir, "images")
-        return read_split(os.path.join(self.dataset_dir, "split_compworld_shift.json"), self.image_dir)
