@@ -520,7 +520,8 @@ class TrainerBase:
         write_json(rows, path)
         for k, v in diag.items():
             self.write_scalar(f"diag/{k}", v, self.epoch + 1)
-        logger.info(f"epoch [{self.epoch + 1}/{self.max_epoch}] diagnostics: "
+        # Not "epoch [e/E] ...": parsers of Dassl's logs read lines of that prefix as progress lines.
+        logger.info(f"Diagnostics of epoch {self.epoch + 1}/{self.max_epoch}: "
                     + " ".join(f"{k} {v:.4g}" for k, v in diag.items()))
 
     def _read_diagnostics(self):
