@@ -2,8 +2,9 @@
 
 For each (backbone, trainer) a fresh process builds the trainer exactly as train.py does
 (on a synthetic class list, images generated in memory so disk and JPEG decoding are not
-timed), runs warm-up steps, then times training steps (forward_backward: forward, backward
-and optimizer step) and evaluation batches (model_inference without autograd).
+timed), runs warm-up steps, then times training steps (the trainer's public train_step:
+forward, backward and optimizer step) and evaluation batches (eval_step: model_inference
+without autograd).
 
   e2mim-benchmark --backbones random:tiny random:ViT-B/16 --trainers ZeroshotCLIP CoOp
   e2mim-benchmark --device cuda --classes 1000 --batch 32 --opts TRAINER.COOP.PREC fp16
@@ -99,7 +100,7 @@ def _build(a, entry, tmp):
     t = build_trainer(cfg)
     out = {"trainer": entry, "backbone": a.backbone, "device": a.device, "classes": a.classes, "batch": a.batch,
            "precision": getattr(getattr(t, "precision", None), "name", "-"),
-           "trainable_params": sum(p.numel() for m in t._models.values() for p in m.parameters() if p.requires_grad)}
+           "trainable_params": t.num_trainable_params()}
     return t, cfg, out
 
 
@@ -162,22 +163,18 @@ def single(a):
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if t._models:
-        t.set_model_mode("train")
-        t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
+    if t.get_model_names():
         for _ in range(a.warmup):
-            t.forward_backward(batch)
+            t.train_step(batch)
         # median step: robust to other jobs on the machine
-        dt = _median([_timed(a, lambda: t.forward_backward(batch)) for _ in range(a.steps)])
+        dt = _median([_timed(a, lambda: t.train_step(batch)) for _ in range(a.steps)])
         out["train_img_s"] = B / dt
         out["train_ms_img"] = 1000 * dt / B
-    t.set_model_mode("eval")
-    with torch.no_grad():
-        for _ in range(a.warmup):
-            t.model_inference(img)
-        # one eval mode for all batches: methods that cache class text features reuse them
-        dt = _timed(a, lambda: [t.model_inference(img) for _ in range(a.steps)])
-        out["eval_img_s"] = B * a.steps / dt
+    for _ in range(a.warmup):
+        t.eval_step(img)
+    # one eval mode for all batches: methods that cache class text features reuse them
+    dt = _timed(a, lambda: [t.eval_step(img) for _ in range(a.steps)])
+    out["eval_img_s"] = B * a.steps / dt
     out["peak_mem_mb"] = peak_memory_mb(dev)
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -186,32 +183,25 @@ def interleaved(a):
     """All entries in one process, their steps alternating (A B C A B C ...), so a machine
     whose load changes during the run slows every entry alike; medians per entry. Peak
     memory cannot be told apart per entry here (all models are resident): "-"."""
-    import torch
-
     _setup(a)
     runs = []
     for k, entry in enumerate(a.trainers):
         t, cfg, out = _build(a, entry, os.path.join(a.tmp, str(k)))
         runs.append((t, _use_cached_features(a, t, _batch(a, cfg)), out, [], []))
     for t, batch, _, _, _ in runs:
-        if t._models:
-            t.set_model_mode("train")
-            t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
+        if t.get_model_names():
             for _ in range(a.warmup):
-                t.forward_backward(batch)
+                t.train_step(batch)
     for _ in range(a.steps):
         for t, batch, _, train_times, _ in runs:
-            if t._models:
-                train_times.append(_timed(a, lambda: t.forward_backward(batch)))
-    for t, *_ in runs:
-        t.set_model_mode("eval")
-    with torch.no_grad():
-        for t, batch, _, _, _ in runs:
-            for _ in range(a.warmup):
-                t.model_inference(batch["img"])
-        for _ in range(a.steps):
-            for t, batch, _, _, eval_times in runs:
-                eval_times.append(_timed(a, lambda: t.model_inference(batch["img"])))
+            if t.get_model_names():
+                train_times.append(_timed(a, lambda: t.train_step(batch)))
+    for t, batch, _, _, _ in runs:
+        for _ in range(a.warmup):
+            t.eval_step(batch["img"])
+    for _ in range(a.steps):
+        for t, batch, _, _, eval_times in runs:
+            eval_times.append(_timed(a, lambda: t.eval_step(batch["img"])))
     for t, batch, out, train_times, eval_times in runs:
         if train_times:
             out["train_img_s"] = a.batch / _median(train_times)
@@ -235,23 +225,17 @@ def worker(a):
         torch.save({k: v.float() for k, v in t.model.clip.state_dict().items()}, a.save_clip)
     batch = _use_cached_features(a, t, _batch(a, cfg))
     dev = torch.device(a.device)
-    t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
 
     def train_step():
-        t.set_model_mode("train")
-        t.forward_backward(batch)
+        t.train_step(batch)
 
     def eval_prepare():
         # as test() does: eval mode, class text features encoded once (not part of a batch's time)
         t.set_model_mode("eval")
-        encode = getattr(t, "eval_text_features", None)
-        if encode is not None:
-            with torch.no_grad():
-                encode()
+        t.eval_step(batch["img"])
 
     def eval_step():
-        with torch.no_grad():
-            t.model_inference(batch["img"])
+        t.eval_step(batch["img"])
 
     for _ in range(a.warmup):
         train_step()

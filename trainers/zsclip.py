@@ -36,6 +36,7 @@ class ZeroshotCLIP(ClipTrainer):
         return self.logit_scale * img @ self.text_features.t()
 
     def set_model_mode(self, mode="train", names=None):
+        super().set_model_mode(mode, names)  # nothing registered: records the mode
         self.clip.eval()
 
     def train(self, *args, **kwargs):
