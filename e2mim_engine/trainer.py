@@ -173,6 +173,11 @@ class TrainerBase:
         """Extra fields for results.json (e.g. the templates a method used)."""
         return {}
 
+    def hyperparameters(self):
+        """{full config key: value} of every method setting that changes what the method
+        computes (its loss, its prediction), recorded in results.json as "hyperparameters"."""
+        return {}
+
     def encode_frozen(self, images):
         """The frozen image function of a method with frozen_*_features: features [B, D]
         (float32) of a batch of transformed images, without autograd. These are cached."""
@@ -543,6 +548,9 @@ class TrainerBase:
         out["epoch"] = self.epoch + 1 if self._models else 0
         out["shots_drawn"] = getattr(self, "shots_drawn", None)
         out.update(self.result_metadata())
+        hp = self.hyperparameters()
+        if hp:
+            out["hyperparameters"] = hp
         diagnostics = self._read_diagnostics() if self._models else []
         if diagnostics:
             out["diagnostics"] = diagnostics

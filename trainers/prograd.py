@@ -171,6 +171,11 @@ class ProGrad(PromptTrainer):
             p.grad = project_gradient(p.grad, gk, lam)
         self.model_update()
 
+    def hyperparameters(self):
+        # the loss's keys live in Dassl's LOSS node, not in the method's
+        return {**super().hyperparameters(), "LOSS.NAME": self.cfg.LOSS.NAME, "LOSS.LAMBDA": self.cfg.LOSS.LAMBDA,
+                "LOSS.T": self.cfg.LOSS.T}
+
     def result_metadata(self):
         c, loss = self.cfg_node(), self.cfg.LOSS
         return {"prompt_init": self.model.prompt_learner.prompt_prefix, "templates": self.templates,
