@@ -45,7 +45,8 @@ from e2mim_engine.utils import logger
 from .mi_estimators import (DEFAULT_ESTIMATOR, DEFAULT_HIDDEN, DEFAULT_LAYERS, DEFAULT_MARGINAL, MARGINAL_MODES,
                             MI_ESTIMATORS, build_mi_estimator, estimator_options)
 
-NODE = "TRAINER.E2MIM"  # the config node (E2MIM.node is its last part)
+NODE_NAME = "E2MIM"             # E2MIM.node
+NODE = f"TRAINER.{NODE_NAME}"   # the config node, as messages name it
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def mixup_batch_sampler(cfg, items, epoch_batches=None):
     bs, n = cfg.DATALOADER.TRAIN_X.BATCH_SIZE, len(labels)
     num_batches = None
     if epoch_batches is None:
-        epoch_batches = cfg.TRAINER.E2MIM.EPOCH_BATCHES
+        epoch_batches = cfg.TRAINER[NODE_NAME].EPOCH_BATCHES
     if str(epoch_batches).lower() == "dataset":
         num_batches = n // bs if n >= bs else 1
     try:
@@ -158,7 +159,7 @@ def mixup_batch_sampler(cfg, items, epoch_batches=None):
 
 @TRAINER_REGISTRY.register()
 class E2MIM(PromptTrainer):
-    node = "E2MIM"
+    node = NODE_NAME
     # Evaluation reads the frozen image features only (cacheable); training mixes images or
     # raw features, so it has no cached-view path.
     frozen_eval_features = True
@@ -168,12 +169,12 @@ class E2MIM(PromptTrainer):
     @classmethod
     def extend_cfg(cls, cfg):
         # Learnable view: CoOp's context keys; then E2MIM's own (E2MIMConfig).
-        cfg.TRAINER.E2MIM = config_node(E2MIMConfig, context_node(n_ctx=4, ctx_init="a photo of a"))
+        cfg.TRAINER[NODE_NAME] = config_node(E2MIMConfig, context_node(n_ctx=4, ctx_init="a photo of a"))
 
     # ---- start-up checks ---------------------------------------------------------------
     def check_cfg(self, cfg):
         hp = self.hparams  # parses (and checks) TRAINER.E2MIM once
-        n_ctx = cfg.TRAINER.E2MIM.N_CTX
+        n_ctx = self.cfg_node().N_CTX
         if int(n_ctx) != n_ctx or n_ctx < 1:
             raise ConfigError(f"{NODE}.N_CTX must be a positive integer; got {n_ctx}.")
         bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
