@@ -7,7 +7,9 @@ shots_<K>), and CoOp's own few-shot layout (its scripts/coop/main.sh):
   <dataset>/<Trainer>/<cfg>_<K>shots/nctx<N>_csc<C>_ctp<P>/seed<S>
 
 A run's accuracy comes from its results.json (our runs) or, for runs made with the
-published repositories, from Dassl's log.txt (e2mim_tools.results.dassl_log).
+published repositories, from Dassl's log.txt (e2mim_tools.results.dassl_log). Its shots come
+from results.json too where the run trained few-shot (trained_shots); the folder's name only
+places it.
 """
 import json
 import os
@@ -117,6 +119,14 @@ def classify(path):
     return None
 
 
+def trained_shots(result, folder_shots):
+    """The training images per class a run used: results.json's ``shots`` (DATASET.NUM_SHOTS
+    of the run) where it is a few-shot value (> 0), else the folder's (an evaluation of a
+    trained model records its own NUM_SHOTS, -1; zero-shot runs and Dassl logs none)."""
+    shots = result.get("shots")
+    return shots if isinstance(shots, int) and not isinstance(shots, bool) and shots > 0 else folder_shots
+
+
 def find_runs(roots):
     """Every run folder (seed<S>) under the roots, classified and with its result read."""
     runs = []
@@ -132,5 +142,6 @@ def find_runs(roots):
             res, src = read_run_result(dirpath)
             if res is not None:
                 run.accuracy, run.source = float(res["accuracy"]), src
+                run.shots = trained_shots(res, run.shots)
             runs.append(run)
     return runs
