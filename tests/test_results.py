@@ -223,3 +223,17 @@ def test_shots_come_from_results_json_not_the_folder_name(tmp_path):
     assert runs == {os.path.join(root, "fewshot/eurosat/shots_4/CoOp/c/seed1"): 8,
                     os.path.join(root, "fewshot/eurosat/shots_0/ZeroshotCLIP/c/seed1"): 0,
                     os.path.join(root, "evaluation/CoOp/c_16shots/dtd/seed1"): 16}
+
+
+def test_one_seed_output_and_generated_data_read_as_such(tmp_path, capsys):
+    """e2mim-results on a one-seed run of generated data: complete cells (the seeds found),
+    and no published 11-dataset averages next to it (a note says why)."""
+    root = str(tmp_path)
+    b2n(root, "train_base", "demo", "CoOp", 1, 80.0)
+    b2n(root, "test_new", "demo", "CoOp", 1, 60.0)
+    assert parse_results.main([root]) == 0
+    out = capsys.readouterr().out
+    assert "| demo | CoOp | 80.00 | 60.00 | 68.57 |" in out and "*" not in out.split("\n\n")[0]
+    assert "(reported)" not in out and "Published averages left out" in out and "on demo." in out
+    assert parse_results.main([root, "--seeds", "1", "2"]) == 0  # asking for more seeds flags the cells
+    assert "(1/2)*" in capsys.readouterr().out

@@ -408,3 +408,15 @@ def test_shots_flag_has_one_meaning_in_scripts_and_sweep(tmp_path):
         r = subprocess.run(["bash", f"scripts/coop/{script}", "--shots", value], cwd=ROOT, capture_output=True,
                            text=True, env=env)
         assert r.returncode == 2 and "--fewshot-shots" in r.stderr and "\n" not in r.stderr.strip(), r.stderr
+
+
+def test_listing_runs_needs_no_data_root(tmp_path, capsys):
+    """--dry-run, status and report work before the data is there (the SWEEPS.md examples);
+    running does not."""
+    common = ["--data", str(tmp_path / "not-yet"), "--output", str(tmp_path / "out"), "--methods", "coop",
+              "--protocols", "base2new", "--datasets", "dtd", "--seeds", "1"]
+    assert main(["run", *common, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "does not exist; the runs need it" in out and "# 2 runs (1 train, 1 eval)" in out
+    assert main(["status", *common]) == 0
+    assert main(["run", *common]) == 2 and "does not exist" in capsys.readouterr().err

@@ -100,7 +100,9 @@ def _sweep(a):
                                             "mem_gb", "account", "array_parallelism") if getattr(a, k) is not None}
         over["local"] = local or None
         over["slurm"] = slurm or None
-    return load(getattr(a, "sweep", None), over)
+    # only running needs the data: listing the runs, their state and the tables do not
+    needs_data = a.command == "job" or (a.command == "run" and not a.dry_run)
+    return load(getattr(a, "sweep", None), over, check_data=needs_data)
 
 
 def _meta(sw, **kv):
@@ -140,6 +142,8 @@ def cmd_run(a, sw, runs):
             deps = f"  after {', '.join(r.deps)}" if r.deps else ""
             print(f"# [{info[r.key][0]}] {r.protocol} {r.kind} {r.method} {r.dataset} seed{r.seed}{deps}")
             print(shlex.join(r.command(python)))
+        if not os.path.isdir(sw.data):
+            print(f"# note: the dataset root {sw.data} does not exist; the runs need it")
         print(f"# {len(runs)} runs ({sum(1 for r in runs if r.kind == 'train')} train, "
               f"{sum(1 for r in runs if r.kind == 'eval')} eval), "
               f"{sum(1 for v in info.values() if v[0] == DONE)} already done")

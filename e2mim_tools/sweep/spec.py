@@ -179,8 +179,9 @@ def _dataset_file(name, configs, extra):
     return path
 
 
-def load(path=None, overrides=None):
-    """The Sweep of a sweep file and/or flags (``overrides``: top-level keys, None = not given)."""
+def load(path=None, overrides=None, check_data=True):
+    """The Sweep of a sweep file and/or flags (``overrides``: top-level keys, None = not given).
+    ``check_data`` False: the dataset root need not exist (listing runs, status, tables)."""
     raw = {}
     base = os.getcwd()
     if path:
@@ -217,7 +218,7 @@ def load(path=None, overrides=None):
     if not raw.get("data"):
         raise SweepError("no dataset root: set `data:` in the sweep file or pass --data DIR")
     data = rel(raw["data"])
-    if not os.path.isdir(data):
+    if check_data and not os.path.isdir(data):
         raise SweepError(f"the dataset root {data} does not exist")
     configs = rel(raw["configs"]) if raw.get("configs") else repo_configs()
     protocols = _names(raw.get("protocols", PROTOCOLS))
