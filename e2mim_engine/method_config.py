@@ -14,11 +14,16 @@ from yacs.config import CfgNode as CN
 from .errors import ConfigError
 
 
-def option(default, choices=None, check=None):
-    """A field of a method's view: ``default``, the valid ``choices`` (or None) and a
-    ``check`` (one of the checks below, or None)."""
+def option(default, choices=None, check=None, key=None):
+    """A field of a method's view: ``default``, the valid ``choices`` (or None), a ``check``
+    (one of the checks below, or (condition, what the key must be)) and the config ``key``
+    when it is not the field's name in upper case (e.g. LAMBDA, a Python keyword)."""
     return dataclasses.field(default=default, metadata={"choices": tuple(choices) if choices else None,
-                                                        "check": check})
+                                                        "check": check, "key": key})
+
+
+def _key(f):
+    return f.metadata.get("key") or f.name.upper()
 
 
 # Checks: (condition, what the error says the key must be).
@@ -34,7 +39,7 @@ def config_node(view_cls, node=None):
     a node holding CoOp's context keys)."""
     node = CN() if node is None else node
     for f in dataclasses.fields(view_cls):
-        node[f.name.upper()] = f.default
+        node[_key(f)] = f.default
     return node
 
 
@@ -43,7 +48,7 @@ def parse_view(view_cls, node, prefix):
     "TRAINER.E2MIM", for the errors)."""
     values = {}
     for f in dataclasses.fields(view_cls):
-        key = f.name.upper()
+        key = _key(f)
         raw = node[key] if key in node else f.default
         value, choices, check = raw, f.metadata.get("choices"), f.metadata.get("check")
         if choices:
@@ -67,4 +72,4 @@ def parse_view(view_cls, node, prefix):
 
 def view_items(view, prefix):
     """{"<prefix>.<KEY>": value} of every key of a view (what results.json records)."""
-    return {f"{prefix}.{f.name.upper()}": getattr(view, f.name) for f in dataclasses.fields(view)}
+    return {f"{prefix}.{_key(f)}": getattr(view, f.name) for f in dataclasses.fields(view)}

@@ -87,3 +87,20 @@ def test_results_record_every_method_setting(demo_root, tmp_path, trainer, pair)
     if trainer == "E2MIM":
         assert hp["TRAINER.E2MIM.MIX_LEVEL"] == "image"  # the parsed value, as the run used it
         assert hp["TRAINER.E2MIM.MI_ESTIMATOR"] == "jsd" and hp["TRAINER.E2MIM.MI_HIDDEN"] == 16
+
+
+@pytest.mark.parametrize("trainer,pair,message", [
+    ("ZeroshotCLIP", ("TRAINER.ZSCLIP.TEMPLATE_SET", "nope"), "Unknown TRAINER.ZSCLIP.TEMPLATE_SET='nope'; valid: coop"),
+    ("CoCoOp", ("TRAINER.COCOOP.PROMPTS_PER_CALL", -1), "TRAINER.COCOOP.PROMPTS_PER_CALL must be an integer >= 0"),
+    ("PromptSRC", ("TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT", -1), "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT must be >= 0"),
+    ("ProGrad", ("LOSS.T", 0.0), "LOSS.T (the temperature of the zero-shot direction) must be > 0; got 0.0."),
+    ("ProGrad", ("LOSS.LAMBDA", -1.0), "LOSS.LAMBDA must be >= 0"),
+    ("KgCoOp", ("TRAINER.KGCOOP.W", -1.0), "TRAINER.KGCOOP.W must be >= 0; got -1.0."),
+    ("E2MIM", ("TRAINER.E2MIM.DIAG_FREQ", -1), "TRAINER.E2MIM.DIAG_FREQ must be an integer >= 0"),
+])
+def test_each_method_checks_its_keys_at_start_up(tmp_path, trainer, pair, message):
+    # before any data is read (the root does not exist)
+    cfg = make_cfg("--root", str(tmp_path / "nodata"), "--trainer", trainer, "--output-dir", str(tmp_path), *pair)
+    with pytest.raises(ConfigError) as info:
+        build_trainer(cfg)
+    assert message in str(info.value)
