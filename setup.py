@@ -41,14 +41,12 @@ setup(
             "e2mim-check-datasets = e2mim_tools.check_datasets:main",
             "e2mim-demo = e2mim_tools.demo:main",
             "e2mim-bench-imagenet-index = e2mim_tools.bench_imagenet_index:main",
-            "e2mim-pretrain-tiny-clip = e2mim_datasets.compworld.pretrain:main",
+            "e2mim-pretrain-tiny-clip = e2mim_tools.tiny_clip:pretrain_main",
+            "e2mim-tiny-clip = e2mim_tools.tiny_clip:main",
+            "e2mim-bench = e2mim_tools.bench:main",
             "e2mim-sweep = e2mim_tools.sweep.cli:main",
             "e2mim-cache = e2mim_tools.cache:main",
             "e2mim-study = e2mim_tools.study:main",
-        ],
-        # Backbones built on this machine, found by name (e2mim_clip.loader.local_backbones).
-        "e2mim.backbones": [
-            "compworld-tiny = e2mim_datasets.compworld.pretrain:world_backbone",
         ],
     },
 )

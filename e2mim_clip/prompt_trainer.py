@@ -20,7 +20,7 @@ from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
-from .loader import backbone_checksum, load_clip
+from .loader import backbone_report, load_clip
 from .prompting import (PromptCLIP, PromptLearner, cosine_consistency, encode_images, handcrafted_text_features,
                         mean_pairwise_cosine)
 from .prompting import TextEncoder
@@ -140,7 +140,8 @@ class ClipTrainer(TrainerBase):
         prec = self.set_precision(self.cfg_node().PREC, f"TRAINER.{self.node}.PREC")
         model = load_clip(cfg.MODEL.BACKBONE.NAME, self.device, prec.weight_dtype,
                           cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
-        self.backbone_sha256 = backbone_checksum(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CACHE_DIR)
+        self.backbone_report = backbone_report(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CACHE_DIR)
+        self.backbone_sha256 = self.backbone_report["backbone_sha256"]
         return model
 
     @property

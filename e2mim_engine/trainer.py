@@ -66,6 +66,7 @@ class TrainerBase:
         self._writer = None
         self.scaler = None
         self.backbone_sha256 = None  # set by trainers that load weights (part of the run's identity)
+        self.backbone_report = {}  # results.json fields on the weights (checksum, comparable or not)
         self.finished = False
         self.validate_cfg(cfg)
         self.check_cfg(cfg)
@@ -647,6 +648,7 @@ class TrainerBase:
         out["epoch"] = self.epoch + 1 if self._models else 0
         out["shots_drawn"] = getattr(self, "shots_drawn", None)
         out.update(self.result_metadata())
+        out.update(self.backbone_report)
         diagnostics = self._read_diagnostics() if self._models else []
         if diagnostics:
             out["diagnostics"] = diagnostics

@@ -10,7 +10,7 @@ from conftest import make_cfg
 from e2mim_datasets.compworld import render as cw
 from e2mim_datasets.compworld import IMAGES_PER_CLASS, world_classes
 from e2mim_engine.data import build_dataset
-from e2mim_clip.loader import local_backbones
+from e2mim_clip.loader import LOCAL_BACKBONES
 
 
 def test_world_halves_are_unseen_compositions_of_seen_values():
@@ -47,5 +47,6 @@ def test_dataset_generates_and_splits_base_new(world_root):
     assert os.path.isfile(os.path.join(world_root, "compworld", "split_compworld.json"))
 
 
-def test_pretrained_backbone_is_registered_by_name():
-    assert "compworld-tiny" in local_backbones()
+def test_pretrained_backbone_is_known_by_name():
+    assert "compworld-tiny" in LOCAL_BACKBONES
+    assert len(LOCAL_BACKBONES["compworld-tiny"].sha256) == 64

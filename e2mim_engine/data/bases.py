@@ -128,13 +128,16 @@ class BenchmarkDataset(DatasetBase):
         k = cfg.DATASET.NUM_SHOTS
         if k < 1:
             return train, val
+        k_val = min(k, cfg.DATASET.VAL_SHOTS)
         seed = cfg.SEED
         if seed < 0:
             logger.info("SEED < 0: the few-shot draw is random and not cached")
             rng = random.Random()
             return generate_fewshot_dataset(train, num_shots=k, rng=rng), \
-                generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
-        path = os.path.join(self.split_fewshot_dir, f"shot_{k}-seed_{seed}.json")
+                generate_fewshot_dataset(val, num_shots=k_val, rng=rng)
+        # CoOp's name for its cap of 4; another cap is another draw of the validation images.
+        val_tag = "" if cfg.DATASET.VAL_SHOTS == 4 else f"-val_{cfg.DATASET.VAL_SHOTS}"
+        path = os.path.join(self.split_fewshot_dir, f"shot_{k}-seed_{seed}{val_tag}.json")
         if os.path.exists(path):
             logger.info(f"Loading preprocessed few-shot data from {path}")
             try:
@@ -148,7 +151,7 @@ class BenchmarkDataset(DatasetBase):
         # CoOp's cache of the same draw is a pickle of Dassl objects: never unpickled here.
         rng = random.Random(seed)
         train = generate_fewshot_dataset(train, num_shots=k, rng=rng)
-        val = generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
+        val = generate_fewshot_dataset(val, num_shots=k_val, rng=rng)
         prefix = self.image_prefix()
         payload = {"train": split_entries(train, prefix), "val": split_entries(val, prefix)}
         if save_dataset_file(path, lambda: write_json(payload, path), "few-shot draw"):
