@@ -95,11 +95,11 @@ class CompWorldShift(CompWorld):
 # The bench world (docs/BENCH.md): calibrated with the eight published baselines only, so that
 # they rank as on the 11 real benchmarks. Its camera adds what the real benchmarks have and the
 # pretraining images lack, at two levels:
-# - shared by every class (a dataset-level domain, as a benchmark's photos share a style):
-#   grey clutter behind the object that only the image side can learn to ignore;
-# - of each class's own, tied to its attributes (`class_hue`): a per-class colour error whose
-#   correction fitted on base classes does not carry over to new ones.
-BENCH_DOMAIN = cw.Domain(distractors=3, class_hue=12.0)
+# - shared by every class (a dataset-level domain, as a benchmark's photos share a style): every
+#   object colour's hue turned by 15 degrees;
+# - of each class's own, tied to the pair (`class_hue`): a further +-12 degrees, so a correction
+#   fitted on base classes does not carry over to new ones.
+BENCH_DOMAIN = cw.Domain(hue_shift=15.0, class_hue=12.0)
 BENCH_IMAGES_PER_CLASS = 100   # 50/20/30 per class: 30 test images of each class
 
 
