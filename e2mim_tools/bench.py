@@ -147,7 +147,7 @@ def bench_recipe(trainer, configs=None):
         *path, last = key.split(".")
         for p in path:
             node = node.setdefault(p, {})
-        node[last] = value
+        node[last] = yaml.safe_load(value) if isinstance(value, str) else value   # sweep opts are text
     return cfg
 
 
