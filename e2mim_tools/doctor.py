@@ -309,15 +309,18 @@ def check_float32(t, when):
                 raise CheckFailed(f"the gradient of {name}.{n} is {p.grad.dtype} {when}")
 
 
-def train_steps(t, batch, steps, device):
-    """``steps`` steps on the same batch: (losses, step times in s)."""
+def train_steps(t, batch, steps, device, max_skipped=16):
+    """``steps`` updates on the same batch: (losses, step times in s, steps the GradScaler
+    skipped). Under amp on CUDA the scaler skips the steps whose scaled gradient overflowed
+    (its scale starts at 2^16 and halves each time); those are run again, up to max_skipped."""
     import math
 
     t.set_model_mode("train")
     t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
     t.before_epoch()
-    losses, times = [], []
-    for i in range(steps):
+    losses, times, skipped = [], [], 0
+    while len(losses) < steps + skipped:
+        scale = t.scaler.get_scale() if t.scaler is not None else None
         _sync(device)
         t0 = time.perf_counter()
         summary = t.forward_backward(batch)
@@ -325,11 +328,15 @@ def train_steps(t, batch, steps, device):
         times.append(time.perf_counter() - t0)
         loss = float(summary["loss"])
         if not math.isfinite(loss):
-            raise CheckFailed(f"loss {loss} at step {i + 1}")
+            raise CheckFailed(f"loss {loss} at step {len(losses) + 1}")
         losses.append(loss)
+        if scale is not None and t.scaler.get_scale() < scale:
+            skipped += 1
+            if skipped > max_skipped:
+                raise CheckFailed(f"the GradScaler skipped {skipped} steps: the gradients stay infinite or NaN")
     if steps > 1 and not losses[-1] < losses[0]:
         raise CheckFailed(f"loss did not decrease on a fixed batch: {' -> '.join(f'{x:.4f}' for x in losses)}")
-    return losses, times
+    return losses, times, skipped
 
 
 def evaluate(t, batch, classes):
@@ -398,7 +405,7 @@ def check_cell(trainer, shape, prec, device, steps, classes, batch_size, probes,
             with _on_device(device):
                 if t.get_model_names():
                     check_float32(t, "after building")
-                    losses, times = train_steps(t, batch, steps, device)
+                    losses, times, row["scaler_skipped"] = train_steps(t, batch, steps, device)
                     check_float32(t, "after training")
                     row["losses"] = losses
                     row["step_ms"] = 1000 * statistics.median(times[1:] or times)
@@ -435,7 +442,8 @@ def check_cell(trainer, shape, prec, device, steps, classes, batch_size, probes,
 def cell_text(r, note=None):
     if r["status"] == "ok":
         step = f"{r['step_ms']:.0f} ms/step" if "step_ms" in r else f"eval {r['eval_ms']:.0f} ms"
-        return f"ok {step}, {r['peak_mb']:.0f} MB"
+        skipped = f", {r['scaler_skipped']} skipped by the GradScaler" if r.get("scaler_skipped") else ""
+        return f"ok {step}, {r['peak_mb']:.0f} MB{skipped}"
     return f"{r['status']} [{note}]" if note else f"{r['status']}: {r['reason']}"
 
 

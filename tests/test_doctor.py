@@ -99,6 +99,33 @@ def test_a_precision_whose_probe_fails_is_unsupported_not_failed(monkeypatch, ca
     assert "[1] unsupported: probe failed: RuntimeError: \"addmm_impl_cpu_\" not implemented for 'BFloat16'" in out
 
 
+def test_steps_the_grad_scaler_skips_are_run_again(monkeypatch, capsys, tmp_path):
+    """amp on CUDA has a GradScaler that skips overflowing steps; here one on CPU (amp's
+    bfloat16 autocast) and infinite gradients in the first two steps."""
+    from e2mim_engine.device import Precision
+
+    monkeypatch.setattr(Precision, "grad_scaler", lambda self: torch.amp.GradScaler("cpu") if self.name == "amp" else None)
+
+    def step(self, batch):
+        self.calls = getattr(self, "calls", 0) + 1
+        ctx = self.model.prompt_learner.ctx
+        hook = ctx.register_hook(lambda g: g * float("inf")) if self.calls <= 2 else None
+        try:
+            return ORIGINAL_STEP(self, batch)
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    monkeypatch.setattr(CoOp, "forward_backward", step)
+    path = tmp_path / "d.json"
+    code, out = _run(capsys, "--precisions", "amp", "--json", str(path))
+    assert code == 0, out
+    cell = json.loads(path.read_text())["cells"][0]
+    assert cell["scaler_skipped"] == 2 and len(cell["losses"]) == 4  # 2 skipped + the 2 asked for
+    assert cell["losses"][0] == cell["losses"][1] == cell["losses"][2] > cell["losses"][3]
+    assert "2 skipped by the GradScaler" in out
+
+
 def test_quick_plan_and_bad_arguments(tmp_path):
     a = doctor.parse_args(["--quick"])
     assert a.steps == 3
