@@ -47,6 +47,7 @@ setup(
             "e2mim-sweep = e2mim_tools.sweep.cli:main",
             "e2mim-cache = e2mim_tools.cache:main",
             "e2mim-study = e2mim_tools.study:main",
+            "e2mim-doctor = e2mim_tools.doctor:main",
         ],
     },
 )
