@@ -1,0 +1,30 @@
+"""E2MIM as a trainer of an existing Dassl project (CoOp, MaPLe, PromptSRC or KgCoOp checkout).
+
+Two lines in the project's train.py::
+
+    import e2mim_dassl                 # next to `import trainers.coop`
+    ...
+    def extend_cfg(cfg):
+        ...
+        e2mim_dassl.extend_cfg(cfg)    # at the end of its extend_cfg
+
+then ``python train.py --trainer E2MIM --config-file configs/trainers/E2MIM/vit_b16_base2new.yaml
+...`` trains and evaluates through the checkout's own Dassl (README.md, "E2MIM in your CoOp/MaPLe
+fork"). Importing this package imports nothing from Dassl (nor torch or CLIP): ``extend_cfg`` does,
+when the Dassl project calls it, so the toolbox installs and runs without Dassl.
+"""
+
+__all__ = ["extend_cfg"]
+
+
+def extend_cfg(cfg):
+    """Register the E2MIM trainer in the running Dassl's TRAINER_REGISTRY and add its config
+    node TRAINER.E2MIM (the toolbox's defaults) and DATASET.TEMPLATE to ``cfg``."""
+    from .trainer import E2MIM, route_log_to_stdout  # imports dassl, torch and the checkout's clip
+
+    route_log_to_stdout()
+    E2MIM.extend_cfg(cfg)
+    if "TEMPLATE" not in cfg.DATASET:
+        # The toolbox's key: a hand-crafted template that overrides the dataset's ("" = the dataset's).
+        cfg.DATASET.TEMPLATE = ""
+    return cfg
