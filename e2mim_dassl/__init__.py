@@ -20,6 +20,13 @@ __all__ = ["extend_cfg"]
 def extend_cfg(cfg):
     """Register the E2MIM trainer in the running Dassl's TRAINER_REGISTRY and add its config
     node TRAINER.E2MIM (the toolbox's defaults) and DATASET.TEMPLATE to ``cfg``."""
+    try:
+        import dassl  # noqa: F401
+    except ImportError:
+        raise ImportError("e2mim_dassl.extend_cfg(cfg) is for the train.py of a Dassl project (CoOp, MaPLe, "
+                          "PromptSRC, KgCoOp), but `dassl` is not importable in this interpreter: install the "
+                          "project's Dassl.pytorch (pip install -e Dassl.pytorch) or run the project's train.py. "
+                          "The toolbox's own train.py needs neither.") from None
     from .trainer import E2MIM, route_log_to_stdout  # imports dassl, torch and the checkout's clip
 
     route_log_to_stdout()
