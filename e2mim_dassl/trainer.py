@@ -86,6 +86,22 @@ def dataset_template_of(name):
     return getattr(DATASET_REGISTRY.get(name), "template", None) if name in DATASET_REGISTRY else None
 
 
+class WithIndex(torch.utils.data.Dataset):
+    """The host's dataset wrapper, adding each item's "index" where an older Dassl leaves it out
+    (KgCoOp's copy): E2MIM's MI term reads it to tell which rows of a batch share an image."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        item = self.dataset[idx]
+        item.setdefault("index", idx)
+        return item
+
+
 class DasslPromptTrainer(TrainerX):
     """Dassl's TrainerX holding the toolbox's CoOp model (frozen CLIP + prompt learner,
     registered as "prompt_learner"); the trainer-base services E2MIMMethod asks for."""
@@ -106,13 +122,12 @@ class DasslPromptTrainer(TrainerX):
         self.classnames = dataset.classnames
         if getattr(dataset, "template", None) is None:
             dataset.template = dataset_template_of(self.cfg.DATASET.NAME) or "a photo of a {}."
-        sampler = self.train_batch_sampler(dataset.train_x)
-        if sampler is not None:
-            # Dassl's train loader (its dataset wrapper, transforms, workers) drawing batches
-            # from the method's batch sampler instead of TRAIN_X.SAMPLER.
-            old = self.train_loader_x
-            self.train_loader_x = self.dm.train_loader_x = torch.utils.data.DataLoader(
-                old.dataset, batch_sampler=sampler, num_workers=old.num_workers, pin_memory=old.pin_memory)
+        # Dassl's train loader (its dataset wrapper, transforms, workers), drawing batches from
+        # the method's batch sampler (E2MIM's class-wise Mixup pairs) where it has one.
+        old = self.train_loader_x
+        self.train_loader_x = self.dm.train_loader_x = torch.utils.data.DataLoader(
+            WithIndex(old.dataset), batch_sampler=self.train_batch_sampler(dataset.train_x) or old.batch_sampler,
+            num_workers=old.num_workers, pin_memory=old.pin_memory)
 
     def build_optim_sched(self, module, optim_cfg=None):
         optim_cfg = optim_cfg or self.cfg.OPTIM

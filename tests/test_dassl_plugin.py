@@ -92,7 +92,8 @@ print(json.dumps({
     "clip_module": clip.model.__file__,
     "clip_block": type(t.model.clip.transformer.resblocks[0]).__module__,
     "template": t.templates,
-    "dataset_wrapper": type(t.train_loader_x.dataset).__module__,
+    "dataset_wrapper": type(t.train_loader_x.dataset.dataset).__module__,
+    "index": t.train_loader_x.dataset[5]["index"],
 }))
 """
 
@@ -121,7 +122,7 @@ def test_trainer_is_built_from_dassl_pieces(fixture_dir):
     # 6 classes x 8 shots, batches of 8 (4 cross-class pairs): as many as Dassl's loader would give
     assert info["sampler"] == "ClassMixupBatchSampler" and info["batches"] == info["loader_len"] == 48 // 8
     assert info["pairs_cross_class"]
-    assert info["dataset_wrapper"] == "dassl.data.data_manager"
+    assert info["dataset_wrapper"] == "dassl.data.data_manager" and info["index"] == 5
     # the checkout's clip package built the model
     assert os.path.realpath(info["clip_module"]).startswith(os.path.realpath(CHECKOUT))
     assert info["clip_block"] == "clip.model"
