@@ -14,7 +14,7 @@ fork"). Importing this package imports nothing from Dassl (nor torch or CLIP): `
 when the Dassl project calls it, so the toolbox installs and runs without Dassl.
 """
 
-__all__ = ["extend_cfg"]
+__all__ = ["dassl_shims", "extend_cfg"]
 
 
 def extend_cfg(cfg):
@@ -35,3 +35,30 @@ def extend_cfg(cfg):
         # The toolbox's key: a hand-crafted template that overrides the dataset's ("" = the dataset's).
         cfg.DATASET.TEMPLATE = ""
     return cfg
+
+
+def dassl_shims():
+    """Make the published Dassl (2022) run on current PyTorch, as any of its trainers needs:
+    LRScheduler.__init__ accepts the ``verbose`` argument Dassl's warm-up scheduler passes (gone
+    from torch's schedulers), and torch.load defaults to ``weights_only=False`` again (torch >= 2.6
+    defaults to True, and Dassl's checkpoints pickle its warm-up scheduler, so its load_model and
+    resume fail). Call it first in the Dassl project's train.py; it changes torch process-wide,
+    so only the files the run writes itself should be loaded."""
+    import inspect
+
+    import torch
+    from torch.optim import lr_scheduler
+
+    init = lr_scheduler.LRScheduler.__init__
+    if "verbose" not in inspect.signature(init).parameters:
+        def accept_verbose(self, optimizer, last_epoch=-1, verbose=None):
+            init(self, optimizer, last_epoch)
+        lr_scheduler.LRScheduler.__init__ = accept_verbose
+    if not getattr(torch.load, "e2mim_pickles", False):
+        load = torch.load
+
+        def load_pickles(*args, **kwargs):
+            kwargs.setdefault("weights_only", False)
+            return load(*args, **kwargs)
+        load_pickles.e2mim_pickles = True
+        torch.load = load_pickles

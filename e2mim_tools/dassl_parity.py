@@ -19,13 +19,10 @@ Dassl run, loaded into the toolbox's: the two engines consume the global RNG dif
 estimator is built); the prompt's initial context is compared, not copied. Prints one JSON line and
 the per-batch losses; exit status 1 when a difference exceeds --tol.
 
-Shims the published Dassl needs on current PyTorch (applied in dassl_train.py only, not by the
-plugin): LRScheduler.__init__ accepts the ``verbose`` argument Dassl's warm-up scheduler passes
-(removed in torch 2.7), and torch.load defaults to ``weights_only=False`` (torch >= 2.6 defaults to
-True; Dassl's checkpoints pickle the warm-up scheduler, so its load_model fails without it).
+dassl_train.py applies the two shims the published Dassl needs on current PyTorch
+(e2mim_dassl.dassl_shims).
 """
 import argparse
-import inspect
 import json
 import os
 import shutil
@@ -43,24 +40,6 @@ PROBE, PROBE_INIT = "E2MIM_PROBE", "E2MIM_PROBE_INIT"
 
 
 # ---- inside the two training processes -----------------------------------------------------
-def dassl_shims():
-    """What the published Dassl needs on current PyTorch (see the module docstring)."""
-    import torch
-    from torch.optim import lr_scheduler
-
-    init = lr_scheduler.LRScheduler.__init__
-    if "verbose" not in inspect.signature(init).parameters:
-        def accept_verbose(self, optimizer, last_epoch=-1, verbose=None):
-            init(self, optimizer, last_epoch)
-        lr_scheduler.LRScheduler.__init__ = accept_verbose
-    load = torch.load
-
-    def load_pickles(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)  # files the run itself wrote
-        return load(*args, **kwargs)
-    torch.load = load_pickles
-
-
 def install_probe():
     """With $E2MIM_PROBE=PREFIX: E2MIM's steps append their full-precision loss dicts to
     PREFIX.loss and its test logits go to PREFIX.logits.pt; after build_model the registered
@@ -155,8 +134,8 @@ def host_train_script(checkout, path):
     while not lines[end - 1].strip():
         end -= 1
     lines.insert(end, "    e2mim_dassl.extend_cfg(cfg)")
-    preamble = ["from e2mim_tools.dassl_parity import dassl_shims, install_probe", "dassl_shims()",
-                "install_probe()"]
+    preamble = ["import e2mim_dassl", "e2mim_dassl.dassl_shims()",
+                "from e2mim_tools.dassl_parity import install_probe", "install_probe()"]
     with open(path, "w") as f:
         f.write("\n".join(preamble + lines))
 

@@ -41,6 +41,9 @@ def test_plugin_imports_nothing_of_dassl_torch_or_clip():
                "print(callable(e2mim_dassl.extend_cfg))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["[]", "True"]
+    r = python("import sys, e2mim_dassl\ne2mim_dassl.dassl_shims()\n"
+               "print(sorted({m.split('.')[0] for m in sys.modules} & {'dassl', 'clip'}))")
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
 
 
 @pytest.mark.skipif(HAVE_DASSL, reason="checks the error shown where Dassl is missing")
@@ -62,9 +65,9 @@ def fixture_dir(tmp_path_factory):
 # path) and reports what Dassl's engine holds.
 INSPECT = """
 import json, sys
-from e2mim_tools.dassl_parity import dassl_shims
-dassl_shims()  # the published Dassl on current PyTorch
-import datasets.caltech101, e2mim_dassl
+import e2mim_dassl
+e2mim_dassl.dassl_shims()  # the published Dassl on current PyTorch
+import datasets.caltech101
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
@@ -138,3 +141,68 @@ def test_published_coop_with_the_two_lines_equals_the_toolbox(tmp_path):
     assert "epoch [3/3] batch [3/3]" in logs["dassl"] and "* accuracy:" in logs["dassl"]
     out = tmp_path / "parity" / "out_dassl"
     assert (out / "prompt_learner" / "model.pth.tar-3").is_file() and (out / "mi_estimator" / "model.pth.tar-3").is_file()
+
+
+MERGE = """
+import json, sys
+import e2mim_dassl
+from dassl.config import get_cfg_default
+out = {}
+for path in sys.argv[1:]:
+    cfg = get_cfg_default()
+    e2mim_dassl.extend_cfg(cfg)
+    cfg.merge_from_file(path)
+    out[path] = [cfg.TRAINER.E2MIM.N_CTX, cfg.TRAINER.E2MIM.CTX_INIT, cfg.TRAINER.E2MIM.MI_ESTIMATOR, cfg.DATASET.TEMPLATE]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not HAVE_DASSL, reason="needs `dassl` importable (see the module docstring)")
+def test_the_toolbox_configs_merge_into_dassls_config():
+    folder = os.path.join(ROOT, "configs", "trainers", "E2MIM")
+    paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.startswith("vit_b16_")]
+    assert len(paths) == 3
+    r = subprocess.run([sys.executable, "-c", MERGE] + paths, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    merged = json.loads(r.stdout.strip().split("\n")[-1])
+    assert merged == {p: [4, "a photo of a", "jsd", ""] for p in paths}
+
+
+@needs_dassl
+def test_resume_in_dassl_equals_the_uninterrupted_run(fixture_dir, tmp_path):
+    """Dassl's own resume (its epoch files and `checkpoint` pointer): killed after epoch 1 of 2,
+    restarted into the same folder, the prompt and the MI estimator end as without the stop."""
+    import torch
+    from e2mim_tools.dassl_parity import host_train_script
+    work, ckpt = fixture_dir
+    script = str(tmp_path / "train.py")
+    host_train_script(CHECKOUT, script)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([CHECKOUT, os.environ.get("PYTHONPATH", "")]))
+    env.pop("E2MIM_PROBE", None)
+    cfg = os.path.join(ROOT, "configs", "trainers", "E2MIM", "vit_b16_base2new.yaml")
+
+    def train(out):
+        args = ["--root", os.path.join(work, "fixture"), "--seed", "1", "--trainer", "E2MIM", "--backbone", ckpt,
+                "--config-file", cfg, "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", "caltech101.yaml"),
+                "--output-dir", out, "TRAINER.E2MIM.PREC", "fp32", "DATASET.NUM_SHOTS", "8",
+                "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.NUM_WORKERS", "0", "INPUT.TRANSFORMS", "['normalize']",
+                "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True"]
+        r = subprocess.run([sys.executable, script] + args, capture_output=True, text=True, cwd=CHECKOUT, env=env)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        return r.stdout
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train(a)
+    train(b)
+    for name in ("prompt_learner", "mi_estimator"):  # the run is killed before epoch 2 is saved
+        os.remove(os.path.join(b, name, "model.pth.tar-2"))
+        with open(os.path.join(b, name, "checkpoint"), "w") as f:
+            f.write("model.pth.tar-1\n")
+    log = train(b)
+    assert "Found checkpoint" in log and "epoch [2/2]" in log and "epoch [1/2]" not in log
+    for name in ("prompt_learner", "mi_estimator"):
+        sa = torch.load(os.path.join(a, name, "model.pth.tar-2"), weights_only=False)["state_dict"]
+        sb = torch.load(os.path.join(b, name, "model.pth.tar-2"), weights_only=False)["state_dict"]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), (name, k)
