@@ -120,8 +120,9 @@ class DasslPromptTrainer(TrainerX):
         super().build_data_loader()
         dataset = self.dm.dataset
         self.classnames = dataset.classnames
-        if getattr(dataset, "template", None) is None:
-            dataset.template = dataset_template_of(self.cfg.DATASET.NAME) or "a photo of a {}."
+        template = dataset_template_of(self.cfg.DATASET.NAME)
+        if template and getattr(dataset, "template", None) is None:
+            dataset.template = template  # else the fork's own dataset: CLIP's "a photo of a {}."
         # Dassl's train loader (its dataset wrapper, transforms, workers), drawing batches from
         # the method's batch sampler (E2MIM's class-wise Mixup pairs) where it has one.
         old = self.train_loader_x

@@ -78,7 +78,8 @@ def install_probe():
         saved, diffs = torch.load(path), {}
         for name, model in self._models.items():
             own = model.state_dict()
-            diffs.update({f"{name}.{k}": float((own[k].float() - v.float()).abs().max()) for k, v in saved[name].items()})
+            diffs.update({f"{name}.{k}": float((own[k].float() - v.float()).abs().max())
+                          for k, v in saved[name].items()})
             model.load_state_dict(saved[name])
         with open(prefix + ".init.json", "w") as f:
             json.dump(diffs, f)

@@ -140,7 +140,7 @@ def test_published_coop_with_the_two_lines_equals_the_toolbox(tmp_path):
     logs = {side: open(tmp_path / "parity" / f"{side}_base.log").read() for side in ("dassl", "toolbox")}
     assert "epoch [3/3] batch [3/3]" in logs["dassl"] and "* accuracy:" in logs["dassl"]
     out = tmp_path / "parity" / "out_dassl"
-    assert (out / "prompt_learner" / "model.pth.tar-3").is_file() and (out / "mi_estimator" / "model.pth.tar-3").is_file()
+    assert all((out / name / "model.pth.tar-3").is_file() for name in ("prompt_learner", "mi_estimator"))
 
 
 MERGE = """
@@ -152,7 +152,8 @@ for path in sys.argv[1:]:
     cfg = get_cfg_default()
     e2mim_dassl.extend_cfg(cfg)
     cfg.merge_from_file(path)
-    out[path] = [cfg.TRAINER.E2MIM.N_CTX, cfg.TRAINER.E2MIM.CTX_INIT, cfg.TRAINER.E2MIM.MI_ESTIMATOR, cfg.DATASET.TEMPLATE]
+    c = cfg.TRAINER.E2MIM
+    out[path] = [c.N_CTX, c.CTX_INIT, c.MI_ESTIMATOR, cfg.DATASET.TEMPLATE]
 print(json.dumps(out))
 """
 
@@ -183,9 +184,10 @@ def test_resume_in_dassl_equals_the_uninterrupted_run(fixture_dir, tmp_path):
 
     def train(out):
         args = ["--root", os.path.join(work, "fixture"), "--seed", "1", "--trainer", "E2MIM", "--backbone", ckpt,
-                "--config-file", cfg, "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", "caltech101.yaml"),
-                "--output-dir", out, "TRAINER.E2MIM.PREC", "fp32", "DATASET.NUM_SHOTS", "8",
-                "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.NUM_WORKERS", "0", "INPUT.TRANSFORMS", "['normalize']",
+                "--config-file", cfg, "--output-dir", out,
+                "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", "caltech101.yaml"),
+                "TRAINER.E2MIM.PREC", "fp32", "DATASET.NUM_SHOTS", "8", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
+                "DATALOADER.NUM_WORKERS", "0", "INPUT.TRANSFORMS", "['normalize']",
                 "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True"]
         r = subprocess.run([sys.executable, script] + args, capture_output=True, text=True, cwd=CHECKOUT, env=env)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]

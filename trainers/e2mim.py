@@ -90,7 +90,7 @@ def mixup_batch_sampler(cfg, items):
 
 class E2MIMMethod:
     """E2MIM's method code (config, sampler, critic, training step, inference), a mixin over a
-    prompt-trainer base: E2MIM below puts it on this project's engine, e2mim_dassl.E2MIM on a
+    prompt-trainer base: E2MIM below puts it on this project's engine, e2mim_dassl.trainer.E2MIM on a
     Dassl checkout's. The base provides build_model (frozen CLIP + prompt learner registered as
     "prompt_learner": self.model, self.precision), build_handcrafted_view, build_optim_sched,
     register_model, parse_batch_train -> (images, labels), model_backward_and_update,
