@@ -11,7 +11,7 @@ setup(
     # prefix (a top-level `datasets` would shadow Hugging Face's).
     package_dir={"e2mim_trainers": "trainers", "e2mim_datasets": "datasets"},
     packages=find_packages(include=["e2mim_engine", "e2mim_engine.*", "e2mim_clip", "e2mim_clip.*",
-                                    "e2mim_tools", "e2mim_tools.*"])
+                                    "e2mim_tools", "e2mim_tools.*", "e2mim_dassl"])
     + ["e2mim_trainers", "e2mim_datasets"]
     + ["e2mim_datasets." + p for p in find_packages("datasets")],
     install_requires=[

@@ -56,6 +56,13 @@ def context_node(n_ctx=16, ctx_init="", csc=False, prec="fp16", class_token_posi
     return c
 
 
+def prompt_learner_of(node, clip_model, classnames):
+    """CoOp's prompt learner from a method node's context keys (N_CTX, CTX_INIT, CSC,
+    CLASS_TOKEN_POSITION), on the CLIP's device."""
+    return PromptLearner(clip_model, classnames, n_ctx=node.N_CTX, ctx_init=node.CTX_INIT,
+                         csc=node.get("CSC", False), class_token_position=node.get("CLASS_TOKEN_POSITION", "end"))
+
+
 def _keys(node, name):
     return list(node.get("TRAINER", {}).get(name, {}))
 
@@ -194,10 +201,7 @@ class PromptTrainer(ClipTrainer):
                               f"{node}.CTX_INIT to initial words; got N_CTX {c.N_CTX!r}.")
 
     def build_prompt_learner(self, clip_model):
-        c = self.cfg_node()
-        return PromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
-                             csc=c.get("CSC", False),
-                             class_token_position=c.get("CLASS_TOKEN_POSITION", "end")).to(self.device)
+        return prompt_learner_of(self.cfg_node(), clip_model, self.classnames).to(self.device)
 
     def build_model(self):
         clip_model = self.build_clip()

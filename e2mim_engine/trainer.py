@@ -188,9 +188,11 @@ class TrainerBase:
         self.scaler = self.precision.grad_scaler()
         return self.precision
 
-    def build_optim_sched(self, module_or_params):
-        optim = build_optimizer(module_or_params, self.cfg.OPTIM)
-        return optim, build_lr_scheduler(optim, self.cfg.OPTIM)
+    def build_optim_sched(self, module_or_params, optim_cfg=None):
+        """Optimizer and scheduler of OPTIM (or of ``optim_cfg``, e.g. a second model's copy)."""
+        optim_cfg = optim_cfg or self.cfg.OPTIM
+        optim = build_optimizer(module_or_params, optim_cfg)
+        return optim, build_lr_scheduler(optim, optim_cfg)
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         """Only registered modules are checkpointed, and only their learnable tensors."""

@@ -34,7 +34,6 @@ from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler, mix, mix_targets, sample_lambda
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
-from e2mim_engine.optim import build_lr_scheduler, build_optimizer
 from e2mim_engine.seeding import epoch_seed
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
@@ -89,8 +88,13 @@ def mixup_batch_sampler(cfg, items):
         raise ConfigError(f"{NODE}.MIXUP=True cannot build class-wise pairs: {e}") from None
 
 
-@TRAINER_REGISTRY.register()
-class E2MIM(PromptTrainer):
+class E2MIMMethod:
+    """E2MIM's method code (config, sampler, critic, training step, inference), a mixin over a
+    prompt-trainer base: E2MIM below puts it on this project's engine, e2mim_dassl.trainer.E2MIM on a
+    Dassl checkout's. The base provides build_model (frozen CLIP + prompt learner registered as
+    "prompt_learner": self.model, self.precision), build_handcrafted_view, build_optim_sched,
+    register_model, parse_batch_train -> (images, labels), model_backward_and_update,
+    eval_text_features, before_epoch, epoch_diagnostics and load_model(..., names)."""
     node = "E2MIM"
     # Evaluation reads the frozen image features only (cacheable); training mixes images or
     # raw features, so it has no cached-view path.
@@ -214,8 +218,7 @@ class E2MIM(PromptTrainer):
             optim_cfg.NAME = c.MI_OPTIM or cfg.OPTIM.NAME
             if not c.MI_WARMUP:
                 optim_cfg.WARMUP_EPOCH = 0
-            optim = build_optimizer(self.critic, optim_cfg)
-            sched = build_lr_scheduler(optim, optim_cfg)
+            optim, sched = self.build_optim_sched(self.critic, optim_cfg)
             self.register_model("mi_estimator", self.critic, optim, sched)
         if c.MIXUP and c.MIX_WEIGHT == 0 and self.critic is None:
             logger.info(f"Note: {NODE}.MIXUP is on but nothing uses the mixtures ({NODE}.MIX_WEIGHT 0 and no MI "
@@ -414,3 +417,8 @@ class E2MIM(PromptTrainer):
         if c.MIXUP:
             meta["mix_level"] = self.mode["MIX_LEVEL"]
         return meta
+
+
+@TRAINER_REGISTRY.register()
+class E2MIM(E2MIMMethod, PromptTrainer):
+    """E2MIM on this project's engine."""
