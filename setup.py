@@ -11,7 +11,7 @@ setup(
     # prefix (a top-level `datasets` would shadow Hugging Face's).
     package_dir={"e2mim_trainers": "trainers", "e2mim_datasets": "datasets"},
     packages=find_packages(include=["e2mim_engine", "e2mim_engine.*", "e2mim_clip", "e2mim_clip.*",
-                                    "e2mim_tools", "e2mim_tools.*"])
+                                    "e2mim_tools", "e2mim_tools.*", "e2mim_dassl"])
     + ["e2mim_trainers", "e2mim_datasets"]
     + ["e2mim_datasets." + p for p in find_packages("datasets")],
     install_requires=[
@@ -41,14 +41,13 @@ setup(
             "e2mim-check-datasets = e2mim_tools.check_datasets:main",
             "e2mim-demo = e2mim_tools.demo:main",
             "e2mim-bench-imagenet-index = e2mim_tools.bench_imagenet_index:main",
-            "e2mim-pretrain-tiny-clip = e2mim_datasets.compworld.pretrain:main",
+            "e2mim-pretrain-tiny-clip = e2mim_tools.tiny_clip:pretrain_main",
+            "e2mim-tiny-clip = e2mim_tools.tiny_clip:main",
+            "e2mim-bench = e2mim_tools.bench:main",
             "e2mim-sweep = e2mim_tools.sweep.cli:main",
             "e2mim-cache = e2mim_tools.cache:main",
             "e2mim-study = e2mim_tools.study:main",
-        ],
-        # Backbones built on this machine, found by name (e2mim_clip.loader.local_backbones).
-        "e2mim.backbones": [
-            "compworld-tiny = e2mim_datasets.compworld.pretrain:world_backbone",
+            "e2mim-doctor = e2mim_tools.doctor:main",
         ],
     },
 )

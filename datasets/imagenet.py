@@ -108,7 +108,7 @@ class ImageNet(BenchmarkDataset):
     def all_shots(self, train, val):
         return (train.materialize() if isinstance(train, FolderItems) else train), val
 
-    def draw_few_shot(self, train, val, k, rng):
+    def draw_few_shot(self, train, val, k, k_val, rng):
         """Dassl's draw: per label in order of first appearance (= folder order here),
         ``random.sample(items, K)``; ``sample`` picks positions from the length alone, so
         sampling the file names of a folder picks the same items as sampling its Datums."""

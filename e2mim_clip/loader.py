@@ -4,9 +4,9 @@ checkpoint path (plain state dict or JIT archive), or randomly initialised by sh
 Never downloads: a missing file is an error that says where the file comes from.
 """
 import hashlib
-import importlib.metadata
 import os
 import warnings
+from collections import namedtuple
 
 import torch
 import torch.nn as nn
@@ -41,22 +41,56 @@ CLIP_SPECS = {
                      transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
 RANDOM_PREFIX = "random:"
-# Backbones made on this machine rather than downloaded (e.g. "compworld-tiny", the tiny CLIP
-# pretrained on CompWorld) are declared as package entry points in this group: name ->
-# a function returning the weight file's path, building it first if needed. Looking a name up
-# imports only the function it names, and the loader needs no import of the code behind it.
-BACKBONE_ENTRY_POINTS = "e2mim.backbones"
+
+
+# Backbones made on this machine rather than downloaded: the tiny CLIPs of the generated worlds,
+# built by an explicit step (``e2mim-tiny-clip build``, which pretrains with pinned numerics so
+# every x86 machine gets the same weights) into the e2mim cache folder. The loader only reads
+# them: resolving a name never imports a dataset or trains anything. ``sha256`` is the weights'
+# checksum (``weights_sha256``) of the build the documented tables were made with.
+LocalBackbone = namedtuple("LocalBackbone", ["file", "sha256", "about"])
+LOCAL_BACKBONES = {
+    "compworld-tiny": LocalBackbone(
+        "tiny_clip_compworld_seed0.pt",
+        "713cae98bba2934c7b5e5f8728d1de5b0c977eee9f32f35235bb32e4b0f54f95",
+        "the tiny CLIP of the CompWorld worlds (pretraining seed 0)"),
+}
+
+
+def e2mim_cache_dir(cache_dir=None):
+    return os.path.expanduser(cache_dir or os.environ.get("E2MIM_CACHE_DIR") or "~/.cache/e2mim")
 
 
 def local_backbones():
-    """{name: entry point} of the installed local backbone builders."""
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=BACKBONE_ENTRY_POINTS)}
+    """{name: LocalBackbone} of the backbones built on this machine by ``e2mim-tiny-clip``."""
+    return dict(LOCAL_BACKBONES)
 
 
-def local_backbone_path(name):
-    """The weight file of a locally built backbone, building it first if needed (its entry
-    point may take minutes the first time and shows its own progress)."""
-    return local_backbones()[name].load()()
+def local_backbone_path(name, cache_dir=None):
+    """Where the named local backbone's weight file lives (whether it is built or not)."""
+    return os.path.join(e2mim_cache_dir(cache_dir), LOCAL_BACKBONES[name].file)
+
+
+def _built_local_backbone(name):
+    path = local_backbone_path(name)
+    if not os.path.isfile(path):
+        raise WeightsError(
+            f"The backbone '{name}' ({LOCAL_BACKBONES[name].about}) is not built on this machine: looked for "
+            f"{path}. Build it once with `e2mim-tiny-clip build {name}` (pretraining on the CPU, a few "
+            f"minutes; the demo and e2mim-bench do this for you), or set $E2MIM_CACHE_DIR to the folder "
+            f"that holds it.")
+    return path
+
+
+def weights_sha256(state_dict):
+    """Checksum of a state dict's content (names, dtypes, shapes, bytes), the same whatever
+    torch version serialised the file."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        v = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
 
 
 def clip_cache_dir(cfg_dir=""):
@@ -140,6 +174,23 @@ def _file_sha256(path, _cache={}):
     return _cache[key]
 
 
+def _weights_file_sha256(path, _cache={}):
+    key = (os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path))
+    if key not in _cache:
+        _cache[key] = weights_sha256(torch.load(path, map_location="cpu", weights_only=True))
+    return _cache[key]
+
+
+def backbone_report(backbone, cache_dir=""):
+    """results.json's word on the weights: their checksum, and for a local backbone the
+    documented one and whether they are the same (tables are comparable only then)."""
+    out = {"backbone_sha256": backbone_checksum(backbone, cache_dir)}
+    if backbone in LOCAL_BACKBONES:
+        out["backbone_documented_sha256"] = LOCAL_BACKBONES[backbone].sha256
+        out["backbone_comparable"] = out["backbone_sha256"] == LOCAL_BACKBONES[backbone].sha256
+    return out
+
+
 def backbone_checksum(backbone, cache_dir=""):
     """SHA256 of the weights MODEL.BACKBONE.NAME stands for (part of a run's identity), or
     None for a random CLIP (its weights are fixed by its shape and seed)."""
@@ -147,8 +198,8 @@ def backbone_checksum(backbone, cache_dir=""):
         return None
     if backbone in clip.available_models():
         return clip.clip._MODELS[backbone].split("/")[-2]  # verified against the file by load_clip
-    if backbone in local_backbones():
-        return _file_sha256(local_backbone_path(backbone))
+    if backbone in LOCAL_BACKBONES:
+        return _weights_file_sha256(_built_local_backbone(backbone))
     path = os.path.expanduser(backbone)
     return _file_sha256(path) if os.path.isfile(path) else None
 
@@ -162,10 +213,17 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
     if backbone.startswith(RANDOM_PREFIX):
         model = build_random_clip(backbone[len(RANDOM_PREFIX):])
         logger.info(f"Building a RANDOMLY INITIALISED CLIP ({backbone}): numbers are not meaningful")
-    elif backbone in local_backbones():
-        path = local_backbone_path(backbone)
+    elif backbone in LOCAL_BACKBONES:
+        path = _built_local_backbone(backbone)
         logger.info(f"Loading CLIP ({backbone}) from {path}")
         model = _load_file(path)
+        got, want = _weights_file_sha256(path), LOCAL_BACKBONES[backbone].sha256
+        if got != want:
+            logger.warning(
+                f"WARNING: {path} is not the documented build of '{backbone}' (weights sha256 {got[:16]}…, "
+                f"documented {want[:16]}…): results not comparable with the documented tables. This "
+                f"happens when it was pretrained by another version of this project or outside the pinned "
+                f"stack (constraints.txt) or numerics (`e2mim-tiny-clip build --force {backbone}` rebuilds it).")
     elif backbone in clip.available_models():
         path = resolve_weight_file(backbone, cache_dir)
         logger.info(f"Loading CLIP ({backbone}) from {path}")
@@ -176,7 +234,7 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
     else:
         raise WeightsError(
             f"MODEL.BACKBONE.NAME='{backbone}' is neither a CLIP name ({', '.join(clip.available_models())}), "
-            f"nor a locally built one ({', '.join(local_backbones()) or 'none installed'}), nor an existing "
+            f"nor a locally built one ({', '.join(LOCAL_BACKBONES)}), nor an existing "
             f"weight file, nor random:<shape> ({', '.join(CLIP_SPECS)}).")
     res = model.visual.input_resolution
     if input_size is not None and tuple(input_size) != (res, res):

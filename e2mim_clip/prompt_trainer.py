@@ -21,7 +21,7 @@ from e2mim_engine.method_config import parse_view, view_items
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
-from .loader import backbone_checksum, load_clip
+from .loader import backbone_report, load_clip
 from .prompting import (PromptCLIP, PromptLearner, cosine_consistency, encode_images, handcrafted_text_features,
                         mean_pairwise_cosine)
 from .prompting import TextEncoder
@@ -55,6 +55,13 @@ def context_node(n_ctx=16, ctx_init="", csc=False, prec="fp16", class_token_posi
     c.PREC = prec
     c.CLASS_TOKEN_POSITION = class_token_position
     return c
+
+
+def prompt_learner_of(node, clip_model, classnames):
+    """CoOp's prompt learner from a method node's context keys (N_CTX, CTX_INIT, CSC,
+    CLASS_TOKEN_POSITION), on the CLIP's device."""
+    return PromptLearner(clip_model, classnames, n_ctx=node.N_CTX, ctx_init=node.CTX_INIT,
+                         csc=node.get("CSC", False), class_token_position=node.get("CLASS_TOKEN_POSITION", "end"))
 
 
 def _keys(node, name):
@@ -165,7 +172,8 @@ class ClipTrainer(TrainerBase):
         prec = self.set_precision(self.cfg_node().PREC, f"TRAINER.{self.node}.PREC")
         model = load_clip(cfg.MODEL.BACKBONE.NAME, self.device, prec.weight_dtype,
                           cfg.MODEL.BACKBONE.CACHE_DIR, cfg.INPUT.SIZE)
-        self.backbone_sha256 = backbone_checksum(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CACHE_DIR)
+        self.backbone_report = backbone_report(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.CACHE_DIR)
+        self.backbone_sha256 = self.backbone_report["backbone_sha256"]
         return model
 
     @property
@@ -218,10 +226,7 @@ class PromptTrainer(ClipTrainer):
                               f"{node}.CTX_INIT to initial words; got N_CTX {c.N_CTX!r}.")
 
     def build_prompt_learner(self, clip_model):
-        c = self.cfg_node()
-        return PromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
-                             csc=c.get("CSC", False),
-                             class_token_position=c.get("CLASS_TOKEN_POSITION", "end")).to(self.device)
+        return prompt_learner_of(self.cfg_node(), clip_model, self.classnames).to(self.device)
 
     def build_model(self):
         clip_model = self.build_clip()

@@ -66,6 +66,7 @@ class TrainerBase:
         self._writer = None
         self.scaler = None
         self.backbone_sha256 = None  # set by trainers that load weights (part of the run's identity)
+        self.backbone_report = {}  # results.json fields on the weights (checksum, comparable or not)
         self.finished = False
         self.validate_cfg(cfg)
         self.check_cfg(cfg)
@@ -197,9 +198,11 @@ class TrainerBase:
         self.scaler = self.precision.grad_scaler()
         return self.precision
 
-    def build_optim_sched(self, module_or_params):
-        optim = build_optimizer(module_or_params, self.cfg.OPTIM)
-        return optim, build_lr_scheduler(optim, self.cfg.OPTIM)
+    def build_optim_sched(self, module_or_params, optim_cfg=None):
+        """Optimizer and scheduler of OPTIM (or of ``optim_cfg``, e.g. a second model's copy)."""
+        optim_cfg = optim_cfg or self.cfg.OPTIM
+        optim = build_optimizer(module_or_params, optim_cfg)
+        return optim, build_lr_scheduler(optim, optim_cfg)
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         """Only registered modules are checkpointed, and only their learnable tensors."""
@@ -551,6 +554,7 @@ class TrainerBase:
         hp = self.hyperparameters()
         if hp:
             out["hyperparameters"] = hp
+        out.update(self.backbone_report)
         diagnostics = self._read_diagnostics() if self._models else []
         if diagnostics:
             out["diagnostics"] = diagnostics

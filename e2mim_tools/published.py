@@ -10,6 +10,8 @@ repeated in the repositories' READMEs:
   (github.com/muzairkhattak/multimodal-prompt-learning).
 * ProGrad, KgCoOp: Yao et al., "Visual-Language Prompt Tuning with Knowledge-guided Context
   Optimization", CVPR 2023 (github.com/htyao89/KgCoOp).
+* IVLP (independent vision-language prompting, PromptSRC's baseline): Khattak et al., ICCV 2023
+  (github.com/muzairkhattak/PromptSRC, README, "comparison with baseline Independent V-L Prompting").
 * MaPLe: Khattak et al., "MaPLe: Multi-modal Prompt Learning", CVPR 2023
   (github.com/muzairkhattak/multimodal-prompt-learning).
 * PromptSRC: Khattak et al., "Self-regulating Prompts: Foundational Model Adaptation without
@@ -35,6 +37,7 @@ REPORTED_BASE2NEW = [
     Reported("CoCoOp", "CoCoOp", 80.47, 71.69, 75.83, "CoCoOp / MaPLe READMEs"),
     Reported("ProGrad", "ProGrad", 82.48, 70.75, 76.16, "KgCoOp README"),
     Reported("KgCoOp", "KgCoOp", 80.73, 73.60, 77.00, "KgCoOp README"),
+    Reported("IVLP", "IVLP", 84.21, 71.79, 77.51, "PromptSRC README"),
     Reported("MaPLe", "MaPLe", 82.28, 75.14, 78.55, "MaPLe README"),
     Reported("PromptSRC", "PromptSRC", 84.26, 76.10, 79.97, "PromptSRC README"),
 ]

@@ -49,3 +49,17 @@ def demo_args(root, out, *extra, trainer="CoOp", seed=1):
             "--config-file", TINY_CFG, "--output-dir", out, "DATASET.NUM_SHOTS", 4,
             "DATALOADER.NUM_WORKERS", 0, "OPTIM.MAX_EPOCH", 2, "TRAINER.COOP.N_CTX", 4,
             "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "VERBOSE", False, *extra]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; run them with `pytest -m cuda` on a GPU machine "
+                                       "(scripts/gpu_check.sh does), skipped where torch sees none")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and torch sees none (on a GPU machine: pytest -m cuda)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -10,7 +10,7 @@ from conftest import make_cfg
 from e2mim_datasets.compworld import render as cw
 from e2mim_datasets.compworld import IMAGES_PER_CLASS, world_classes
 from e2mim_engine.data import build_dataset
-from e2mim_clip.loader import local_backbones
+from e2mim_clip.loader import LOCAL_BACKBONES
 
 
 def test_world_halves_are_unseen_compositions_of_seen_values():
@@ -47,5 +47,41 @@ def test_dataset_generates_and_splits_base_new(world_root):
     assert os.path.isfile(os.path.join(world_root, "compworld", "split_compworld.json"))
 
 
-def test_pretrained_backbone_is_registered_by_name():
-    assert "compworld-tiny" in local_backbones()
+def test_pretrained_backbone_is_known_by_name():
+    assert "compworld-tiny" in LOCAL_BACKBONES
+    assert len(LOCAL_BACKBONES["compworld-tiny"].sha256) == 64
+
+
+def test_bench_world_renders_its_camera_and_splits_50_20_30(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+    import e2mim_datasets.compworld as world
+    monkeypatch.setattr(world, "BENCH_IMAGES_PER_CLASS", 10)   # the same code path, fewer images
+    b = build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench",
+                               "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base"))
+    base, new = world_classes()
+    assert b.classnames == [cw.class_name(c) for c in base]
+    assert os.path.isfile(tmp_path / "compworld_bench" / "split_compworld_bench.json")
+    full = build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench"))
+    assert len(full.train_x) == 48 * 5 and len(full.val) == 48 * 2 and len(full.test) == 48 * 3
+    # image 0 of the first base class is what the renderer draws through BENCH_DOMAIN's camera
+    d = next(x for x in full.train_x + full.val + full.test if x.impath.endswith(os.path.join(
+        cw.class_folder(base[0]), "0.png")))
+    order = np.random.default_rng(np.random.SeedSequence([0, __import__("zlib").crc32(
+        f"{base[0][0]}|{base[0][1]}".encode()), 0xF0])).permutation(8)
+    nuis = [(s, bg) for s in cw.ATTRIBUTES["size"] for bg in cw.ATTRIBUTES["background"]][order[0]]
+    want = cw.render(cw.Combo(base[0][0], base[0][1], *nuis), 0, 64, 0, world.BENCH_DOMAIN)
+    assert np.array_equal(np.asarray(Image.open(d.impath)), np.asarray(want))
+    assert world.BENCH_DOMAIN.hue_shift and world.BENCH_DOMAIN.class_hue
+
+
+def test_val_shots_raises_the_validation_cap_without_changing_the_training_draw(tmp_path):
+    args = ["--root", str(tmp_path), "--seed", 2, "DATASET.NAME", "CompWorld", "DATASET.NUM_SHOTS", 8,
+            "DATASET.SUBSAMPLE_CLASSES", "base"]
+    coop = build_dataset(make_cfg(*args))
+    more = build_dataset(make_cfg(*args, "DATASET.VAL_SHOTS", 8))
+    assert [d.impath for d in coop.train_x] == [d.impath for d in more.train_x]
+    assert set(collections.Counter(d.label for d in coop.val).values()) == {4}   # CoOp's cap
+    assert set(collections.Counter(d.label for d in more.val).values()) == {8}
+    fs = tmp_path / "compworld" / "split_fewshot"
+    assert sorted(os.listdir(fs)) == ["shot_8-seed_2-val_8.json", "shot_8-seed_2.json"]

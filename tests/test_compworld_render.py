@@ -173,25 +173,31 @@ def test_write_image_folder_balances_nuisance(tmp_path):
     assert len({(c.size, c.background) for c in seen}) == 8
 
 
+SMOKE = ["--steps", "2", "--pool", "1", "--batch-size", "16", "--vision-layers", "1", "--text-layers", "1"]
+
+
 def test_pretrain_smoke(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("clip")
     out = tmp_path / "tiny.pt"
-    cmd = [sys.executable, "-m", "e2mim_datasets.compworld.pretrain",
-           "--steps", "2", "--pool", "1", "--batch-size", "16", "--no-eval",
-           "--vision-layers", "1", "--text-layers", "1", "--threads", "2", "--out", str(out)]
+    cmd = [sys.executable, "-m", "e2mim_tools.tiny_clip", "pretrain", *SMOKE, "--no-eval",
+           "--threads", "2", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert out.is_file()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     report = json.loads((tmp_path / "tiny.json").read_text())
     assert report["config"]["steps"] == 2 and len(report["new_classes"]) == 24
+    # The log speaks of seen pairs, not of a dataset's base classes (24 of them are among the 40).
+    assert "40 seen (colour, shape) pairs" in r.stdout
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import clip
         import torch
         model, preprocess = clip.load(str(out), device="cpu", jit=False)
+        from e2mim_clip.loader import weights_sha256
+        assert report["weights_sha256"] == weights_sha256(torch.load(str(out), weights_only=True))
     assert model.visual.input_resolution == 64
     assert len(model.transformer.resblocks) == 1
     x = preprocess(cw.render(("red", "circle", "large", "plain"), 0, 64)).unsqueeze(0)
@@ -199,21 +205,3 @@ def test_pretrain_smoke(tmp_path):
         f = model.encode_image(x)
         t = model.encode_text(clip.tokenize(["a photo of a red circle."]))
     assert f.shape == t.shape == (1, 128)
-
-
-def test_ensure_tiny_clip_uses_cache(tmp_path, monkeypatch):
-    from e2mim_datasets.compworld import pretrain as mod
-    assert "torch" not in mod.__dict__
-    path = mod.checkpoint_path(5, str(tmp_path))
-    assert path == str(tmp_path / "tiny_clip_compworld_seed5.pt")
-    open(path, "wb").close()
-    with open(str(tmp_path / "tiny_clip_compworld_seed5.json"), "w") as f:
-        json.dump({"config_version": mod.CONFIG_VERSION}, f)
-    calls = []
-    monkeypatch.setattr(mod, "pretrain", lambda **kw: calls.append(kw))
-    assert mod.ensure_tiny_clip(seed=5, cache_dir=str(tmp_path)) == path
-    assert calls == []
-    with open(str(tmp_path / "tiny_clip_compworld_seed5.json"), "w") as f:
-        json.dump({"config_version": -1}, f)  # stale: rebuilt
-    assert mod.ensure_tiny_clip(seed=5, cache_dir=str(tmp_path), log=lambda m: None) == path
-    assert calls == [dict(out=path, seed=5, log=calls[0]["log"])]

@@ -208,15 +208,19 @@ def test_class_hue_shifts_each_class_by_its_own_offset():
         assert shift == pytest.approx(offsets[(colour, shape)], abs=4.0)
 
 
-def test_demo_runs_each_method_with_its_world_recipe(tmp_path, monkeypatch):
-    """The demo's commands: every row's cfg exists for both worlds, the backbone is prepared
-    in the foreground first, and each base run's model feeds its new-class run."""
+def test_demo_runs_each_method_with_its_world_recipe(tmp_path, monkeypatch, capsys):
+    """The demo's commands: every row's cfg exists for every world, the backbone is prepared
+    in the foreground first, each base run's model feeds its new-class run, the runs land in the
+    protocols' output tree, and the table names its seeds and the backbone's checksum."""
+    from e2mim_clip.loader import LOCAL_BACKBONES
     from e2mim_tools import demo
+    from e2mim_tools.results import find_runs
 
     calls, prepared = [], []
-    monkeypatch.setattr(demo, "prepare_backbone", prepared.append)
+    monkeypatch.setattr(demo, "prepare_backbone",
+                        lambda name: prepared.append(name) or LOCAL_BACKBONES[name].sha256)
 
-    def fake_train(args, log):
+    def fake_train(args, log, label="", t0=None):
         calls.append(args)
         out = args[args.index("--output-dir") + 1]
         os.makedirs(out, exist_ok=True)
@@ -225,9 +229,15 @@ def test_demo_runs_each_method_with_its_world_recipe(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "train_py", fake_train)
     monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for world in ("compworld_shift", "compworld"):
+    for world in demo.WORLDS:
         calls.clear()
         demo.main(["--world", world, "--output", str(tmp_path / world), "--with-ablations"])
+        out = capsys.readouterr().out
+        assert "seed 1;" in out and "one seed, so no std" in out
+        assert LOCAL_BACKBONES["compworld-tiny"].sha256[:16] + "… (the documented build)" in out
+        runs = find_runs([str(tmp_path / world)])
+        assert {(r.protocol, r.dataset, r.shots) for r in runs} == {("base2new", world, 16)}
+        assert len(runs) == len(calls) and all(r.finished for r in runs)
         assert prepared[-1] == "compworld-tiny"
         rows = len(demo.METHODS) + len(demo.ABLATIONS)
         assert len(calls) == 2 * rows
@@ -282,3 +292,22 @@ def test_study_table_from_an_output_tree(tmp_path, capsys):
     assert cells[6] == "71.0 ± 1.0" and cells[7] == "0.150 ± 0.050"
     with pytest.raises(SystemExit, match="no finished base-to-new pair"):
         study.main([str(tmp_path / "nothing")])
+
+
+def test_demo_terminal_hears_from_a_training_run(tmp_path, monkeypatch, capsys):
+    """While a run trains, its newest progress line and its log's path reach the terminal at
+    least every PROGRESS_SECONDS (a new user once saw 11 silent minutes)."""
+    import subprocess
+    import sys
+    from e2mim_tools import demo
+    script = ("import time; print('epoch [3/50] batch [2/12] time 0.05 (0.05) loss 1.2', flush=True); "
+              "time.sleep(1.2)")
+    real = subprocess.Popen
+    monkeypatch.setattr(demo.subprocess, "Popen",
+                        lambda cmd, stdout, stderr: real([sys.executable, "-c", script], stdout=stdout, stderr=stderr))
+    monkeypatch.setattr(demo, "PROGRESS_SECONDS", 0.3)
+    log = str(tmp_path / "run" / "demo.log")
+    demo.train_py(["--whatever"], log, "CoOp seed 1")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "CoOp seed 1" in ln]
+    assert len(lines) >= 2
+    assert lines[-1].endswith(f"CoOp seed 1: epoch [3/50] batch [2/12] (log: {log})")

@@ -23,6 +23,7 @@ log-probabilities.
 The critic phi ascends I_phi with unit weight (MI_WEIGHT scales only the gradient that
 reaches the prompt), so beta does not change how fast the critic learns.
 """
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -36,8 +37,7 @@ from e2mim_engine.data.mixup_sampler import ClassMixupBatchSampler, mix, mix_tar
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import (AT_LEAST_0, IN_0_1, INT_AT_LEAST_0, POSITIVE, POSITIVE_INT, config_node,
-                                        option)
-from e2mim_engine.optim import build_lr_scheduler, build_optimizer
+                                        option, parse_view)
 from e2mim_engine.seeding import epoch_seed
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
@@ -157,8 +157,13 @@ def mixup_batch_sampler(cfg, items, epoch_batches=None):
         raise ConfigError(f"{NODE}.MIXUP=True cannot build class-wise pairs: {e}") from None
 
 
-@TRAINER_REGISTRY.register()
-class E2MIM(PromptTrainer):
+class E2MIMMethod:
+    """E2MIM's method code (config, sampler, critic, training step, inference), a mixin over a
+    prompt-trainer base: E2MIM below puts it on this project's engine, e2mim_dassl.trainer.E2MIM on a
+    Dassl checkout's. The base provides build_model (frozen CLIP + prompt learner registered as
+    "prompt_learner": self.model, self.precision), build_handcrafted_view, build_optim_sched,
+    register_model, parse_batch_train -> (images, labels), model_backward_and_update,
+    eval_text_features, before_epoch, epoch_diagnostics and load_model(..., names)."""
     node = NODE_NAME
     # Evaluation reads the frozen image features only (cacheable); training mixes images or
     # raw features, so it has no cached-view path.
@@ -172,9 +177,15 @@ class E2MIM(PromptTrainer):
         cfg.TRAINER[NODE_NAME] = config_node(E2MIMConfig, context_node(n_ctx=4, ctx_init="a photo of a"))
 
     # ---- start-up checks ---------------------------------------------------------------
+    @functools.cached_property
+    def hparams(self):
+        """TRAINER.E2MIM parsed once (E2MIMConfig); check_cfg fills this in (a Dassl base calls
+        check_cfg before it sets self.cfg)."""
+        return parse_view(E2MIMConfig, self.cfg.TRAINER[NODE_NAME], NODE)
+
     def check_cfg(self, cfg):
-        hp = self.hparams  # parses (and checks) TRAINER.E2MIM once
-        n_ctx = self.cfg_node().N_CTX
+        hp = self.__dict__["hparams"] = parse_view(E2MIMConfig, cfg.TRAINER[NODE_NAME], NODE)  # the one parse
+        n_ctx = cfg.TRAINER[NODE_NAME].N_CTX
         if int(n_ctx) != n_ctx or n_ctx < 1:
             raise ConfigError(f"{NODE}.N_CTX must be a positive integer; got {n_ctx}.")
         bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
@@ -205,8 +216,7 @@ class E2MIM(PromptTrainer):
             optim_cfg.NAME = c.mi_optim or cfg.OPTIM.NAME
             if not c.mi_warmup:
                 optim_cfg.WARMUP_EPOCH = 0
-            optim = build_optimizer(self.critic, optim_cfg)
-            sched = build_lr_scheduler(optim, optim_cfg)
+            optim, sched = self.build_optim_sched(self.critic, optim_cfg)
             self.register_model("mi_estimator", self.critic, optim, sched)
         if c.mixup and c.mix_weight == 0 and self.critic is None:
             logger.info(f"Note: {NODE}.MIXUP is on but nothing uses the mixtures ({NODE}.MIX_WEIGHT 0 and no MI "
@@ -406,3 +416,8 @@ class E2MIM(PromptTrainer):
         if c.mixup:
             meta["mix_level"] = c.mix_level
         return meta
+
+
+@TRAINER_REGISTRY.register()
+class E2MIM(E2MIMMethod, PromptTrainer):
+    """E2MIM on this project's engine."""

@@ -132,10 +132,13 @@ class BenchmarkDataset(DatasetBase):
         k, seed = cfg.DATASET.NUM_SHOTS, cfg.SEED
         if k < 1:
             return self.all_shots(train, val)
+        k_val = min(k, cfg.DATASET.VAL_SHOTS)
         if seed < 0:
             logger.info("SEED < 0: the few-shot draw is random and not cached")
-            return self.draw_few_shot(train, val, k, random.Random())
-        path = os.path.join(self.split_fewshot_dir, f"shot_{k}-seed_{seed}.json")
+            return self.draw_few_shot(train, val, k, k_val, random.Random())
+        # CoOp's name for its cap of 4; another cap is another draw of the validation images.
+        val_tag = "" if cfg.DATASET.VAL_SHOTS == 4 else f"-val_{cfg.DATASET.VAL_SHOTS}"
+        path = os.path.join(self.split_fewshot_dir, f"shot_{k}-seed_{seed}{val_tag}.json")
         if os.path.exists(path):
             logger.info(f"Loading preprocessed few-shot data from {path}")
             try:
@@ -147,7 +150,7 @@ class BenchmarkDataset(DatasetBase):
             logger.info(f"The few-shot cache {path} does not match the data; drawing again")
         # CoOp's cache of the same draw is a pickle of Dassl objects: never unpickled here.
         logger.info(f"Creating a {k}-shot dataset")
-        drawn = self.draw_few_shot(train, val, k, random.Random(seed))
+        drawn = self.draw_few_shot(train, val, k, k_val, random.Random(seed))
         if dataset_writes_allowed():
             payload = self.few_shot_entries(*drawn)
             if save_dataset_file(path, lambda: write_json(payload, path), "few-shot draw"):
@@ -158,10 +161,11 @@ class BenchmarkDataset(DatasetBase):
         """(train, val) of a run without a few-shot draw."""
         return train, val
 
-    def draw_few_shot(self, train, val, k, rng):
-        """Dassl's draw: K items per class of train, min(K, 4) of val, from one generator."""
+    def draw_few_shot(self, train, val, k, k_val, rng):
+        """Dassl's draw: K items per class of train, K_val (min(K, DATASET.VAL_SHOTS)) of val,
+        from one generator."""
         return generate_fewshot_dataset(train, num_shots=k, rng=rng), \
-            generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
+            generate_fewshot_dataset(val, num_shots=k_val, rng=rng)
 
     def read_few_shot(self, data, train, val):
         """(train, val) of a cached draw (``data``: the JSON), or None when it does not fit."""

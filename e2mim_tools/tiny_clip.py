@@ -1,30 +1,39 @@
-"""Pretrain a tiny CLIP (the ``clip`` package's own ViT architecture) on CompWorld, on CPU.
+"""The tiny CLIPs of the generated worlds: pretrained here, on the CPU, by an explicit step.
 
-Only the *base* classes of ``render.base_new_split(seed)`` are used for pretraining
-(images of every size/background of those (colour, shape) pairs, with captions of the full
-templates plus, by default, captions that mention only some attributes). The *new* classes
-combine a colour and a shape that are both seen, never together, so zero-shot accuracy on them
-measures compositional transfer.
+A tiny CLIP (the ``clip`` package's own ViT architecture) is pretrained on CompWorld image/caption
+pairs of the *seen* (colour, shape) pairs of ``render.base_new_split(seed)`` (images of every
+size/background of those pairs, captions of the full templates plus captions that mention only
+some attributes). The *new* pairs combine a colour and a shape that are both seen, never together,
+so zero-shot accuracy on them measures compositional transfer.
 
-Usage::
+Commands::
 
-    e2mim-pretrain-tiny-clip                  # default config, seed 0: ~6.5 min on 2 idle CPU cores
-    e2mim-pretrain-tiny-clip --seed 1 --out /tmp/x.pt
-    e2mim-pretrain-tiny-clip --steps 2 --pool 1 --eval-per-class 1 --out /tmp/s.pt  # smoke
-    (or python -m e2mim_datasets.compworld.pretrain ...)
+    e2mim-tiny-clip build                      # every named tiny CLIP the worlds use (cached)
+    e2mim-tiny-clip build compworld-tiny       # one of them; --force rebuilds
+    e2mim-tiny-clip check                      # path, checksum and the documented checksum of each
+    e2mim-tiny-clip pretrain --seed 1 --out /tmp/x.pt          # free-form (any seed or config)
+    e2mim-tiny-clip pretrain --steps 2 --pool 1 --eval-per-class 1 --out /tmp/s.pt  # smoke
+    (``e2mim-pretrain-tiny-clip`` is ``e2mim-tiny-clip pretrain``.)
+
+Same weights on every machine. ``build`` pretrains in a child process whose numerics are pinned
+(``DETERMINISTIC_ENV``): ATen's CPU kernels at their AVX2 level (``ATEN_CPU_CAPABILITY``), MKL's
+conditional numerical reproducibility at AVX2 (``MKL_CBWR``) and a fixed number of threads (2),
+because each of the three, left to the machine, changes the weights in their last bits and
+pretraining turns that into different models. With them, the weights' checksum is the same under
+every instruction-set setting and thread count tried (docs/BENCH.md, "Reproducibility"). The
+documented checksum of each named backbone is in ``e2mim_clip.loader.LOCAL_BACKBONES``; loading a
+file that differs says so on the terminal and in results.json.
 
 The checkpoint is a plain fp32 state dict (``torch.save(model.state_dict())``), loadable with
-``clip.load(path, device="cpu", jit=False)``. It is written to a temporary file and renamed, so
-an interrupted run never leaves a half-written checkpoint. A JSON sidecar (same name, ``.json``)
-records the config, wall time and zero-shot accuracies.
-
-From Python, ``ensure_tiny_clip(seed=0, cache_dir=None)`` returns the cached checkpoint path,
-building it first if needed.
+``clip.load(path, device="cpu", jit=False)``, written to a temporary file and renamed, so an
+interrupted run never leaves a half-written checkpoint. A JSON sidecar (same name, ``.json``)
+records the config, wall time, zero-shot accuracies and the weights' checksum.
 """
 import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,16 +41,15 @@ import warnings
 
 import numpy as np
 
-from . import render as cw
+from e2mim_clip.loader import LOCAL_BACKBONES, local_backbone_path, weights_sha256
+from e2mim_datasets.compworld import render as cw
 
-DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "e2mim")
-CHECKPOINT_NAME = "tiny_clip_compworld_seed{seed}.pt"
-
-# The default configuration (what ensure_tiny_clip builds). Changing it changes the checkpoint,
-# so bump CONFIG_VERSION too (it is recorded in the sidecar JSON).
-CONFIG_VERSION = 1
+# The default configuration. Changing it changes the weights: rebuild the named backbones and
+# write their new checksums into e2mim_clip.loader.LOCAL_BACKBONES (the tables they made are
+# then not comparable any more).
+PROGRESS_SECONDS = 20   # the terminal hears from pretraining at least this often
 DEFAULTS = dict(
-    steps=1200,
+    steps=900,
     batch_size=128,
     lr=1e-3,
     warmup=100,
@@ -59,6 +67,7 @@ DEFAULTS = dict(
     n_new_per_row=3,       # split: each colour/shape is in 3 new and 5 base classes (40/24)
     eval_per_class=32,
     render_size=64,        # images are rendered at this size, then resized like clip's preprocess
+    logit_scale=100.0,     # fixed at this value (CLIP ended at 100); 0: learned from CLIP's start, 1/0.07
 )
 
 
@@ -68,10 +77,6 @@ def _import_clip():
         import clip
         from clip.model import CLIP
     return clip, CLIP
-
-
-def checkpoint_path(seed=0, cache_dir=None):
-    return os.path.join(cache_dir or DEFAULT_CACHE_DIR, CHECKPOINT_NAME.format(seed=int(seed)))
 
 
 def build_model(cfg):
@@ -130,13 +135,16 @@ class PretrainData:
         self.base, self.new = base, new
         self.combos = cw.combos_of_classes(base)
         res, pool = cfg["image_resolution"], cfg["pool"]
-        t0 = time.time()
+        t0 = last = time.time()
         imgs, img_attrs = [], []
         for ci, combo in enumerate(self.combos):
             for i in range(pool):
                 im = cw.render(combo, i, cfg["render_size"], cw.PRETRAIN_SEED_OFFSET + seed)
                 imgs.append(_preprocess_like_clip(im, res))
             img_attrs.append(_attr_ids(cw, combo))
+            if time.time() - last > PROGRESS_SECONDS:
+                last = time.time()
+                log(f"rendering: {len(imgs)}/{len(self.combos) * pool} images [{last - t0:.0f}s]")
         self.images = torch.from_numpy(np.stack(imgs))            # (C*P, 3, R, R) uint8
         self.img_attrs = torch.tensor(img_attrs, dtype=torch.long)  # (C, 4)
         log(f"rendered {len(imgs)} images ({len(self.combos)} combos x {pool}) "
@@ -264,7 +272,9 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
     if unknown:
         raise TypeError(f"unknown config keys: {sorted(unknown)}")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    out = os.path.abspath(os.path.expanduser(out or checkpoint_path(seed)))
+    if not out:
+        raise ValueError("pretrain needs out=, the checkpoint path to write")
+    out = os.path.abspath(os.path.expanduser(out))
     if threads:
         torch.set_num_threads(int(threads))
     t_start = time.time()
@@ -272,10 +282,16 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7C11]))
 
     data = PretrainData(cfg, seed, log=log)
-    log(f"split: {len(data.base)} base classes ({len(data.combos)} combos) for pretraining, "
-        f"{len(data.new)} new classes held out; {len(data.texts)} distinct captions, "
+    log(f"split: {len(data.base)} seen (colour, shape) pairs ({len(data.combos)} combos) for pretraining "
+        f"(a dataset's base classes are among them), {len(data.new)} pairs never seen together held out; "
+        f"{len(data.texts)} distinct captions, "
         f"text context cut to {data.text_len} tokens")
     model = build_model(cfg).float()
+    if cfg["logit_scale"] > 0:
+        # Fixed where CLIP's ended (100): the published prompt-tuning losses and learning rates
+        # were tuned against that sharpness.
+        model.logit_scale.data.fill_(math.log(cfg["logit_scale"]))
+        model.logit_scale.requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M params; config {json.dumps(cfg, sort_keys=True)}")
 
@@ -292,6 +308,7 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
     model.train()
     t_train = time.time()
     loss_ema = None
+    last_log = 0.0
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -322,7 +339,8 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
             model.logit_scale.clamp_(0, math.log(100))
         lv = loss.item()
         loss_ema = lv if loss_ema is None else 0.95 * loss_ema + 0.05 * lv
-        if step % 100 == 0 or step == steps - 1:
+        if step % 100 == 0 or step == steps - 1 or time.time() - last_log > PROGRESS_SECONDS:
+            last_log = time.time()
             el = time.time() - t_train
             log(f"step {step + 1}/{steps} loss {loss_ema:.3f} logit_scale "
                 f"{model.logit_scale.exp().item():.1f} lr {lr_at(step):.2e} "
@@ -342,7 +360,7 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    report = dict(config=cfg, config_version=CONFIG_VERSION, seed=seed, params=n_params,
+    report = dict(config=cfg, seed=seed, params=n_params, weights_sha256=weights_sha256(state),
                   train_seconds=round(train_s, 1),
                   base_classes=[data.cw.class_name(c) for c in data.base],
                   new_classes=[data.cw.class_name(c) for c in data.new])
@@ -373,39 +391,111 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
     return out, report
 
 
-def ensure_tiny_clip(seed=0, cache_dir=None, log=None):
-    """Path of the tiny CompWorld CLIP for ``seed``, pretraining it first (default config, about
-    6.5 minutes on 2 idle CPU cores) if it is not cached in ``cache_dir`` (default ~/.cache/e2mim)."""
-    path = checkpoint_path(seed, cache_dir)
-    if os.path.isfile(path):
-        sidecar = os.path.splitext(path)[0] + ".json"
-        try:
-            with open(sidecar) as f:
-                stale = json.load(f).get("config_version") != CONFIG_VERSION
-        except (OSError, ValueError):
-            stale = False  # a checkpoint put there by hand: use it as it is
-        if not stale:
-            return path
-    log = log or (lambda m: print(f"[tiny-clip] {m}", file=sys.stderr, flush=True))
-    log(f"{path} is missing or stale: pretraining a tiny CLIP on CompWorld (seed {seed}); "
-        f"this takes about 6.5 minutes on 2 idle CPU cores (longer on a busy machine) and happens once")
-    pretrain(out=path, seed=seed, log=log)
+
+
+# ------------------------------------------------------------------------------------------
+# the named backbones: built by an explicit step, with pinned numerics
+# ------------------------------------------------------------------------------------------
+# What each named backbone of e2mim_clip.loader.LOCAL_BACKBONES is: a pretraining seed and
+# overrides of DEFAULTS.
+RECIPES = {
+    "compworld-tiny": dict(seed=0),
+}
+THREADS = 2
+# Each of these, left to the machine, changes the weights' last bits (measured in docs/BENCH.md);
+# they are read when the libraries load, so they are set for a child process.
+DETERMINISTIC_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",   # ATen's vectorised kernels at one level on every x86 CPU
+    "MKL_CBWR": "AVX2",              # MKL's conditional numerical reproducibility
+    "OMP_NUM_THREADS": str(THREADS),  # reductions are split by thread count
+    "MKL_NUM_THREADS": str(THREADS),
+}
+
+
+def _stderr_log(message):
+    print(f"[tiny-clip] {message}", file=sys.stderr, flush=True)
+
+
+def _read_sidecar(path):
+    try:
+        with open(os.path.splitext(path)[0] + ".json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def file_checksum(path):
+    """The weights' checksum of a tiny-CLIP file (from its sidecar when the sidecar is newer)."""
+    side = _read_sidecar(path)
+    if side.get("weights_sha256") and os.path.getmtime(os.path.splitext(path)[0] + ".json") >= os.path.getmtime(path):
+        return side["weights_sha256"]
+    import torch
+    return weights_sha256(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def build(name, force=False, log=_stderr_log, cache_dir=None):
+    """Path of the named tiny CLIP, pretraining it first (in a child process with pinned
+    numerics) when it is missing or ``force``. Says whether its checksum is the documented one."""
+    if name not in RECIPES:
+        raise SystemExit(f"e2mim-tiny-clip: unknown backbone {name!r}; valid: {', '.join(RECIPES)}.")
+    path = local_backbone_path(name, cache_dir)
+    if force or not os.path.isfile(path):
+        recipe = dict(RECIPES[name])
+        seed = recipe.pop("seed")
+        log(f"pretraining {name} (seed {seed}) into {path}: about 4-5 minutes on 2 idle CPU cores, once")
+        cmd = [sys.executable, "-m", "e2mim_tools.tiny_clip", "pretrain", "--seed", str(seed), "--out", path,
+               "--threads", str(THREADS)]
+        for k, v in recipe.items():
+            cmd += ["--" + k.replace("_", "-"), str(v)]
+        env = dict(os.environ, **DETERMINISTIC_ENV)
+        r = subprocess.run(cmd, env=env)
+        if r.returncode != 0:
+            raise SystemExit(f"e2mim-tiny-clip: pretraining {name} failed (exit {r.returncode}); nothing was "
+                             f"written to {path}.")
+    got, want = file_checksum(path), LOCAL_BACKBONES[name].sha256
+    if got == want:
+        log(f"{name}: {path}, weights sha256 {got[:16]}… (the documented build)")
+    else:
+        log(f"{name}: {path} has weights sha256 {got[:16]}…, the documented build has {want[:16]}…: results "
+            f"made with it are not comparable with the documented tables (rebuild with --force under the "
+            f"pinned stack, constraints.txt, on an x86 CPU)")
     return path
 
 
-def world_backbone():
-    """The ``compworld-tiny`` backbone (an ``e2mim.backbones`` entry point): the path of the
-    tiny CLIP of CompWorld's world seed, pretrained first if it is not cached."""
-    from . import WORLD_SEED
-    return ensure_tiny_clip(seed=WORLD_SEED)
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:
+        return pretrain_main(argv[1:])
+    ap = argparse.ArgumentParser(prog="e2mim-tiny-clip", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="pretrain the named tiny CLIPs that are not cached yet")
+    b.add_argument("names", nargs="*", help=f"default: all ({', '.join(RECIPES)})")
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    sub.add_parser("check", help="each named tiny CLIP's path and checksum against the documented one")
+    sub.add_parser("pretrain", help="free-form pretraining (see e2mim-tiny-clip pretrain --help)")
+    a = ap.parse_args(argv)
+    if a.cmd == "build":
+        for name in a.names or list(RECIPES):
+            build(name, force=a.force, log=lambda m: print(m, flush=True))
+        return 0
+    bad = 0
+    for name in RECIPES:
+        path = local_backbone_path(name)
+        want = LOCAL_BACKBONES[name].sha256
+        if not os.path.isfile(path):
+            print(f"{name}: not built ({path}); documented sha256 {want}; build it with: e2mim-tiny-clip build {name}")
+            continue
+        got = file_checksum(path)
+        bad += got != want
+        print(f"{name}: {path}\n  sha256 {got}\n  {'matches the documented build' if got == want else 'DIFFERS from the documented build ' + want}")
+    return 1 if bad else 0
+
+
+def pretrain_main(argv=None):
+    ap = argparse.ArgumentParser(prog="e2mim-tiny-clip pretrain",
+                                 description="Pretrain a tiny CLIP on CompWorld with any seed or config.")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None,
-                    help="checkpoint path (default ~/.cache/e2mim/tiny_clip_compworld_seed{S}.pt)")
+    ap.add_argument("--out", required=True, help="checkpoint path to write")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation")
     for k, v in DEFAULTS.items():
@@ -415,7 +505,8 @@ def main(argv=None):
     over = {k: getattr(a, k) for k in DEFAULTS}
     pretrain(out=a.out, seed=a.seed, threads=a.threads, evaluate=not a.no_eval,
              log=lambda m: print(m, flush=True), **over)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""The CPU bench: base-to-new on CompWorldBench with the tiny CLIP, judged against the 11 benchmarks.
+
+The bench is calibrated with the eight published baselines only (docs/BENCH.md): a good bench
+ranks them by harmonic mean as the published 11-dataset averages do. This module holds
+
+* the one scaling rule that turns each method's published base-to-new recipe into its bench
+  recipe (``bench_recipe``; the shipped ``configs/trainers/<T>/compworld_bench.yaml`` files are
+  its output, checked by the tests and by ``e2mim-bench recipes --check``);
+* the calibration targets and the report that checks them on a finished sweep.
+
+Commands::
+
+    e2mim-bench run [--data data] [--seeds 1 2 3 4 5] [--slots 2]   # build the tiny CLIP, run, report
+    e2mim-bench report [--data data]                                  # the table of what has finished
+    e2mim-bench recipes [--write | --check]                           # the scaling rule's output
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from collections import OrderedDict
+
+import yaml
+
+from e2mim_clip.loader import LOCAL_BACKBONES
+
+from .protocols import METHODS
+from .published import REPORTED_BASE2NEW
+from .results import harmonic_mean
+from .selection import SELECTION_SEEDS, SelectionError, choose, read_selection, selection_record, \
+    validation_table, write_selection
+from .sweep.spec import repo_configs
+
+BENCH_DATASET = "compworld_bench"
+BENCH_CFG = "compworld_bench"          # configs/trainers/<T>/compworld_bench.yaml
+BENCH_SWEEP = "bench.yaml"              # configs/sweeps/bench.yaml
+SELECT_SWEEP = "e2mim_select.yaml"      # configs/sweeps/e2mim_select.yaml: E2MIM's candidates
+BACKBONE = "compworld-tiny"
+# The tiny CLIP's towers (e2mim_tools.tiny_clip.DEFAULTS) against ViT-B/16's 12 layers each.
+VISION_LAYERS, TEXT_LAYERS, PUBLISHED_LAYERS = 4, 3, 12
+INPUT_SIZE = (64, 64)
+# One learning-rate factor for every method: the tiny CLIP's prompts move its features less per
+# step than ViT-B/16's do. Part of the calibrated design (docs/BENCH.md, "Calibration": chosen
+# among 1, 3 and 5 with the baselines only; their validation accuracy could not tell 1 from 3).
+LR_SCALE = 3.0
+# Random crops keep at least half the image: the object covers a fifth of a 64-pixel image, and
+# Dassl's default scale (0.08, 1.0) would often crop it out (the label then names nothing seen).
+RRCROP_SCALE = "(0.5, 1.0)"
+
+# The calibrated baselines, in the published HM order (e2mim_tools.published); E2MIM is run on
+# the bench, never used to calibrate it.
+BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
+BENCH_TRAINERS = BASELINES + ["E2MIM"]
+
+# Per-method departures from the rule, each chosen on base-class validation accuracy of the
+# calibration seeds and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.
+PER_METHOD_CHOICES = {}
+
+# Calibration targets (issue: the bench must rank the baselines as the 11 benchmarks do).
+MIN_SPEARMAN = 0.85
+MIN_SEEDS = 5
+MAX_HM_STDERR = 0.5
+MAX_WALL_MINUTES = 60
+
+
+# ------------------------------------------------------------------------------------------
+# the scaling rule
+# ------------------------------------------------------------------------------------------
+SCALING_RULE = """\
+A bench recipe is the method's published base-to-new recipe (the methods table's cfg) with:
+1. INPUT.SIZE (64, 64), MODEL.BACKBONE.NAME compworld-tiny: the tiny CLIP's input and weights;
+2. TRAINER.<NODE>.PREC fp32 and DATALOADER.NUM_WORKERS 0: the CPU;
+3. every prompt depth d (of ViT-B/16's 12 layers) scaled to the tiny CLIP's towers,
+   max(1, round(d * L / 12)) with L = 4 vision layers, 3 text layers, and the smaller of the two
+   for a depth that prompts both towers (MaPLe's PROMPT_DEPTH);
+4. INPUT.RRCROP_SCALE (0.5, 1.0) where random_resized_crop is used: the object covers a fifth of
+   a 64-pixel image and Dassl's default (0.08, 1.0) would often crop it out;
+5. OPTIM.LR times LR_SCALE, one factor for every method;
+6. everything else as published: epochs, batch size, optimizer, schedule, the method's own
+   weights and context, fresh augmentations every step;
+7. per-method departures only where base-class validation accuracy chose them (PER_METHOD_CHOICES).
+"""
+
+_DEPTH_KEYS = {"PROMPT_DEPTH_VISION": VISION_LAYERS, "PROMPT_DEPTH_TEXT": TEXT_LAYERS,
+               "PROMPT_DEPTH": min(VISION_LAYERS, TEXT_LAYERS)}
+
+
+def scaled_depth(depth, layers):
+    return max(1, int(math.floor(depth * layers / PUBLISHED_LAYERS + 0.5)))
+
+
+def published_cfg(trainer):
+    """The methods table's base-to-new cfg name of a trainer."""
+    for m in METHODS:
+        if m.trainer == trainer:
+            return m.cfg_b2n
+    raise KeyError(f"{trainer} is not in the methods table (e2mim_tools.protocols.METHODS)")
+
+
+def _load_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def _trainer_class(trainer):
+    from e2mim_engine.trainer import TRAINER_REGISTRY
+    import e2mim_trainers  # noqa: F401  registers the trainers
+    return TRAINER_REGISTRY.get(trainer)
+
+
+def _declares_prec(cls):
+    from e2mim_engine.cli import default_cfg
+    cfg = default_cfg()
+    cls.extend_cfg(cfg)
+    return "PREC" in cfg.TRAINER.get(cls.node, {})
+
+
+def bench_recipe(trainer, configs=None):
+    """The bench recipe (a nested dict) of ``trainer``, by the scaling rule."""
+    configs = configs or repo_configs()
+    cfg = _load_yaml(os.path.join(configs, "trainers", trainer, published_cfg(trainer) + ".yaml"))
+    cfg.setdefault("INPUT", {})["SIZE"] = "(%d, %d)" % INPUT_SIZE
+    if "random_resized_crop" in cfg["INPUT"].get("TRANSFORMS", []):
+        cfg["INPUT"]["RRCROP_SCALE"] = RRCROP_SCALE
+    cfg.setdefault("MODEL", {}).setdefault("BACKBONE", {})["NAME"] = BACKBONE
+    loader = cfg.setdefault("DATALOADER", {})
+    loader["NUM_WORKERS"] = 0
+    if "OPTIM" in cfg and "LR" in cfg["OPTIM"]:
+        cfg["OPTIM"]["LR"] = round(cfg["OPTIM"]["LR"] * LR_SCALE, 10)
+    cls = _trainer_class(trainer)
+    if _declares_prec(cls):
+        cfg.setdefault("TRAINER", {}).setdefault(cls.node, {})["PREC"] = "fp32"
+    for node in (cfg.get("TRAINER") or {}).values():
+        for key, layers in _DEPTH_KEYS.items():
+            if key in node:
+                node[key] = scaled_depth(node[key], layers)
+    choices = dict(PER_METHOD_CHOICES.get(trainer, {}))
+    if trainer == "E2MIM":
+        chosen = read_selection(selection_path(configs))
+        if chosen:
+            opts = chosen["chosen_opts"]
+            choices.update(zip(opts[::2], opts[1::2]))
+    for key, value in choices.items():
+        node = cfg
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = yaml.safe_load(value) if isinstance(value, str) else value   # sweep opts are text
+    return cfg
+
+
+def selection_path(configs=None):
+    """docs/e2mim_selection.json of the checkout (written by `e2mim-bench select`)."""
+    return os.path.join(os.path.dirname(configs or repo_configs()), "docs", "e2mim_selection.json")
+
+
+def recipe_text(trainer, configs=None):
+    header = (f"# {trainer} on the CPU bench (CompWorldBench, tiny CLIP): its published base-to-new recipe\n"
+              f"# (configs/trainers/{trainer}/{published_cfg(trainer)}.yaml) under the bench's scaling rule\n"
+              f"# (e2mim_tools/bench.py, docs/BENCH.md). Written by `e2mim-bench recipes --write`: do not edit.\n")
+    body = yaml.safe_dump(bench_recipe(trainer, configs), sort_keys=False, default_flow_style=None, width=100)
+    return header + body
+
+
+def recipe_path(trainer, configs=None):
+    return os.path.join(configs or repo_configs(), "trainers", trainer, BENCH_CFG + ".yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# the report
+# ------------------------------------------------------------------------------------------
+def spearman(xs, ys):
+    """Spearman's rank correlation (ties get their average rank)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2.0 + 1
+            i = j + 1
+        return r
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var else float("nan")
+
+
+def stderr(values):
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+
+
+class Row(OrderedDict):
+    pass
+
+
+def method_rows(per_seed):
+    """{trainer: {seed: (base, new)}} -> {trainer: Row(base, new, hm means, hm_se, seeds)}."""
+    rows = OrderedDict()
+    for trainer, seeds in per_seed.items():
+        base = [b for b, _ in seeds.values()]
+        new = [n for _, n in seeds.values()]
+        hms = [harmonic_mean(b, n) for b, n in seeds.values()]
+        rows[trainer] = Row(base=statistics.fmean(base), new=statistics.fmean(new), hm=statistics.fmean(hms),
+                            base_se=stderr(base), new_se=stderr(new), hm_se=stderr(hms), seeds=sorted(seeds))
+    return rows
+
+
+def targets(rows, wall_minutes=None):
+    """[(target, passed or None when it cannot be judged yet, what was measured)]."""
+    out = []
+    pub = {r.trainer: r for r in REPORTED_BASE2NEW}
+    zs = rows.get("ZeroshotCLIP")
+    prompt = [t for t in BASELINES if t != "ZeroshotCLIP" and t in rows]
+    if zs and prompt:
+        losers = [t for t in prompt if rows[t]["base"] <= zs["base"]]
+        out.append(("every prompt method gains on base against zero-shot", not losers and len(prompt) == 7,
+                    "all gain" if not losers else "no gain: " + ", ".join(losers)))
+    if zs and "CoOp" in rows:
+        d = rows["CoOp"]["new"] - zs["new"]
+        out.append(("CoOp loses on new against zero-shot", d < 0, f"CoOp new - zero-shot new = {d:+.2f}"))
+    have = [t for t in BASELINES if t in rows]
+    if len(have) == len(BASELINES):
+        rho = spearman([rows[t]["hm"] for t in have], [pub[t].hm for t in have])
+        out.append((f"HM rank correlation with the 11 benchmarks >= {MIN_SPEARMAN}", rho >= MIN_SPEARMAN,
+                    f"Spearman {rho:.3f}"))
+        ours = sorted(have, key=lambda t: rows[t]["hm"])
+        theirs = sorted(have, key=lambda t: pub[t].hm)
+        out.append(("top two as published", set(ours[-2:]) == set(theirs[-2:]),
+                    f"bench: {', '.join(ours[-2:])}; published: {', '.join(theirs[-2:])}"))
+        out.append(("bottom two as published", set(ours[:2]) == set(theirs[:2]),
+                    f"bench: {', '.join(ours[:2])}; published: {', '.join(theirs[:2])}"))
+    else:
+        out.append((f"HM rank correlation with the 11 benchmarks >= {MIN_SPEARMAN}", None,
+                    f"{len(have)} of {len(BASELINES)} baselines finished"))
+    if rows:
+        n = min(len(r["seeds"]) for r in rows.values())
+        worst = max(rows, key=lambda t: rows[t]["hm_se"] if n > 1 else 0)
+        se = rows[worst]["hm_se"]
+        out.append((f">= {MIN_SEEDS} seeds, every HM standard error <= {MAX_HM_STDERR}",
+                    n >= MIN_SEEDS and se <= MAX_HM_STDERR,
+                    f"{n} seeds; largest HM standard error {se:.2f} ({worst})"))
+    if wall_minutes is not None:
+        out.append((f"8 baselines x {MIN_SEEDS} seeds in <= {MAX_WALL_MINUTES} min on 2 cores",
+                    wall_minutes <= MAX_WALL_MINUTES, f"{wall_minutes:.1f} min of sweep wall time"))
+    return out
+
+
+def collect(root, trainers=BENCH_TRAINERS):
+    """{trainer: {seed: (base, new)}} from a bench output tree (results.json only), the
+    backbone checksums the runs recorded, and the unfinished runs."""
+    from .results import find_runs, read_result
+    runs = [r for r in find_runs([root]) if r.protocol == "base2new" and r.dataset == BENCH_DATASET
+            and r.cfg == BENCH_CFG and r.trainer in trainers]
+    acc, sums = {}, set()
+    for r in runs:
+        res = read_result(r.path) or {}
+        if r.source == "results.json":
+            acc.setdefault((r.trainer, r.seed), {})[r.role] = r.accuracy
+            sums.add(res.get("backbone_sha256"))
+        else:
+            acc.setdefault((r.trainer, r.seed), {})
+    per_seed, unfinished = OrderedDict(), []
+    for t in trainers:
+        for (trainer, seed), roles in sorted(acc.items(), key=lambda kv: kv[0][1]):
+            if trainer != t:
+                continue
+            if "base" in roles and "new" in roles:
+                per_seed.setdefault(t, {})[seed] = (roles["base"], roles["new"])
+            else:
+                unfinished.append(f"{trainer} seed {seed}")
+    return per_seed, sums, unfinished
+
+
+def render(rows, checks, sums, unfinished):
+    pub = {r.trainer: r for r in REPORTED_BASE2NEW}
+    lines = ["| method | base | new | HM | seeds | published HM (11 datasets) |", "|---|---|---|---|---|---|"]
+    for t, r in rows.items():
+        ref = f"{pub[t].hm:.2f}" if t in pub else "—"
+        lines.append(f"| {t} | {r['base']:.2f} ± {r['base_se']:.2f} | {r['new']:.2f} ± {r['new_se']:.2f} | "
+                     f"{r['hm']:.2f} ± {r['hm_se']:.2f} | {len(r['seeds'])} | {ref} |")
+    lines.append("")
+    lines.append("Mean ± standard error over seeds (HM per seed, then averaged).")
+    lines.append("")
+    for name, ok, measured in checks:
+        mark = "PASS" if ok else ("n/a " if ok is None else "FAIL")
+        lines.append(f"[{mark}] {name}: {measured}")
+    want = LOCAL_BACKBONES[BACKBONE].sha256
+    for sha in sorted(sums, key=str):
+        note = "the documented build" if sha == want else "NOT the documented build: not comparable"
+        lines.append(f"backbone {BACKBONE} sha256 {sha} ({note})")
+    if unfinished:
+        lines.append(f"unfinished: {', '.join(unfinished)}")
+    return "\n".join(lines)
+
+
+def sweep_wall_minutes(sweep_folder):
+    """Wall time of the bench's runs from the sweep's records: first start to last end."""
+    state = os.path.join(sweep_folder, "state")
+    starts, ends = [], []
+    if not os.path.isdir(state):
+        return None
+    for name in os.listdir(state):
+        try:
+            with open(os.path.join(state, name)) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if rec.get("start") and rec.get("time"):
+            starts.append(rec["start"])
+            ends.append(rec["time"])
+    return (max(ends) - min(starts)) / 60 if starts else None
+
+
+def report(output, sweep_folder=None, trainers=BENCH_TRAINERS):
+    per_seed, sums, unfinished = collect(output, trainers)
+    rows = method_rows(per_seed)
+    checks = targets(rows, sweep_wall_minutes(sweep_folder) if sweep_folder else None)
+    return render(rows, checks, sums, unfinished), rows, checks
+
+
+# ------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------
+def _sweep(data, output, seeds):
+    from .sweep.spec import load
+    over = {"data": data, "output": output, "seeds": seeds}
+    return load(os.path.join(repo_configs(), "sweeps", BENCH_SWEEP), over)
+
+
+def select(data, output=None, write=True, log=print):
+    """The preregistered selection over the finished candidate runs of the selection sweep."""
+    from .results import read_result
+    from .sweep.spec import expand, load
+    path = os.path.join(repo_configs(), "sweeps", SELECT_SWEEP)
+    sw = load(path, {"data": data, "output": output, "seeds": list(SELECTION_SEEDS)})
+    tags = {m.label: m.tag for m in sw.methods}
+    candidates = [dict(tag=m.tag, opts=list(m.opts)) for m in sw.methods]
+    triples = []
+    for run in expand(sw):
+        if run.kind == "train" and "/train_base/" in "/" + run.key.replace(os.sep, "/"):
+            res = read_result(run.directory)
+            if res is None:
+                raise SelectionError(f"candidate {tags[run.method]} seed {run.seed} has not finished ({run.directory}); "
+                                     f"run `e2mim-sweep run {path} --data {data}` first.")
+            triples.append((tags[run.method], run.seed, res))
+    chosen, best, rows = choose([c["tag"] for c in candidates], validation_table(triples))
+    record = selection_record(os.path.relpath(path, os.path.dirname(repo_configs())), candidates, chosen, best, rows,
+                              repo=os.path.dirname(repo_configs()))
+    for t, row in rows.items():
+        log(f"{t:40s} val {row['mean']:6.2f}  diff to best {row['diff_to_best']:+6.2f} ± {row['diff_se'] or 0:.2f}"
+            f"{'  ties' if row['ties_with_best'] else ''}{'  <- chosen' if t == chosen else ''}")
+    if write:
+        write_selection(selection_path(), record)
+        log(f"wrote {selection_path()}: chosen {chosen} (best {best}); now `e2mim-bench recipes --write`, "
+            f"commit, and only then run the held-out seeds")
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="e2mim-bench", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default="data", help="data root (the world is generated there)")
+        p.add_argument("--output", default=None, help="output root (default: the sweep file's)")
+        p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the sweep file's")
+        if name == "run":
+            p.add_argument("--slots", type=int, default=2, help="runs at a time (default 2: one per core)")
+    p = sub.add_parser("select", help="choose E2MIM's configuration by the preregistered rule "
+                                      "(validation accuracy of seeds 1-3 only) and write docs/e2mim_selection.json")
+    p.add_argument("--data", default="data")
+    p.add_argument("--output", default=None, help="output root (default: the selection sweep file's)")
+    r = sub.add_parser("recipes", help="the scaling rule's recipes")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help="write configs/trainers/<T>/compworld_bench.yaml")
+    g.add_argument("--check", action="store_true", help="exit 1 if a shipped recipe is not the rule's output")
+    a = ap.parse_args(argv)
+    if a.cmd == "recipes":
+        bad = []
+        for t in BENCH_TRAINERS:
+            text, path = recipe_text(t), recipe_path(t)
+            if a.write:
+                with open(path, "w") as f:
+                    f.write(text)
+                print(f"wrote {path}")
+            elif a.check:
+                try:
+                    with open(path) as f:
+                        same = f.read() == text
+                except OSError:
+                    same = False
+                if not same:
+                    bad.append(path)
+            else:
+                print(f"# ---- {path}\n{text}")
+        if a.check:
+            print("\n".join(f"not the scaling rule's output: {p}" for p in bad) or "every bench recipe follows the rule")
+        print(SCALING_RULE if not a.check else "", end="")
+        return 1 if bad else 0
+    if a.cmd == "select":
+        return select(a.data, a.output)
+    sw = _sweep(a.data, a.output, a.seeds)
+    if a.cmd == "run":
+        from .sweep.cli import main as sweep_main
+        from .tiny_clip import build
+        build(BACKBONE, log=lambda m: print(m, flush=True))
+        args = ["run", os.path.join(repo_configs(), "sweeps", BENCH_SWEEP), "--data", a.data,
+                "--slots", str(a.slots), "--no-report"]
+        if a.output:
+            args += ["--output", a.output]
+        if a.seeds:
+            args += ["--seeds"] + [str(s) for s in a.seeds]
+        sweep_main(args)
+    text, rows, checks = report(sw.output, sw.folder, [t for t in BENCH_TRAINERS])
+    print(text)
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The CPU bench's rule and report: recipes, rank correlation, targets, the table."""
+import json
+import os
+
+import pytest
+
+from e2mim_tools import bench
+from e2mim_tools.published import REPORTED_BASE2NEW
+
+
+def test_shipped_bench_recipes_are_the_scaling_rules_output():
+    for t in bench.BENCH_TRAINERS:
+        with open(bench.recipe_path(t)) as f:
+            assert f.read() == bench.recipe_text(t), f"{bench.recipe_path(t)}: run e2mim-bench recipes --write"
+    assert bench.main(["recipes", "--check"]) == 0
+
+
+def test_rule_scales_depths_and_keeps_the_published_optimisation():
+    assert [bench.scaled_depth(d, 4) for d in (1, 3, 9, 12)] == [1, 1, 3, 4]
+    assert [bench.scaled_depth(d, 3) for d in (1, 9, 12)] == [1, 2, 3]
+    r = bench.bench_recipe("PromptSRC")
+    node = r["TRAINER"]["PROMPTSRC"]
+    assert (node["PROMPT_DEPTH_VISION"], node["PROMPT_DEPTH_TEXT"], node["PREC"]) == (3, 2, "fp32")
+    assert (node["TEXT_LOSS_WEIGHT"], node["IMAGE_LOSS_WEIGHT"], node["GPA_MEAN"]) == (25, 10, 15)
+    assert r["OPTIM"]["LR"] == pytest.approx(0.0025 * bench.LR_SCALE) and r["OPTIM"]["MAX_EPOCH"] == 20 and r["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 4
+    assert bench.bench_recipe("MaPLe")["TRAINER"]["MAPLE"]["PROMPT_DEPTH"] == 2   # both towers: the text's 3 layers
+    coop = bench.bench_recipe("CoOp")
+    assert "FEATURE_CACHE" not in coop["DATALOADER"] and coop["OPTIM"]["LR"] == pytest.approx(0.002 * bench.LR_SCALE)
+    assert coop["INPUT"]["RRCROP_SCALE"] == "(0.5, 1.0)"
+    assert coop["MODEL"]["BACKBONE"]["NAME"] == "compworld-tiny" and coop["INPUT"]["SIZE"] == "(64, 64)"
+
+
+def test_spearman_by_hand():
+    assert bench.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert bench.spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # one adjacent swap among 4: 1 - 6 * 2 / (4 * 15) = 0.8
+    assert bench.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    # ties take their average rank: ranks (1.5, 1.5, 3) against (1, 2, 3)
+    assert bench.spearman([5, 5, 7], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)
+
+
+def _rows(hms, base=None, new=None, n=5, se=0.3):
+    out = {}
+    for t, hm in hms.items():
+        out[t] = bench.Row(base=(base or {}).get(t, 80.0), new=(new or {}).get(t, 70.0), hm=hm, base_se=se,
+                           new_se=se, hm_se=se, seeds=list(range(1, n + 1)))
+    return out
+
+
+def test_targets_pass_on_the_published_order_and_fail_on_a_swap():
+    pub = {r.trainer: r.hm for r in REPORTED_BASE2NEW}
+    base = {t: 70.0 if t == "ZeroshotCLIP" else 80.0 for t in bench.BASELINES}
+    new = {t: 65.0 if t == "CoOp" else 70.0 for t in bench.BASELINES}
+    checks = dict((n, ok) for n, ok, _ in bench.targets(_rows(pub, base, new), wall_minutes=42))
+    assert all(checks.values()), checks
+    swapped = dict(pub, PromptSRC=pub["CoOp"], CoOp=pub["PromptSRC"])
+    checks = {n: (ok, m) for n, ok, m in bench.targets(_rows(swapped, base, new, n=3, se=0.7), wall_minutes=75)}
+    assert checks["top two as published"][0] is False and checks["bottom two as published"][0] is False
+    assert checks[f"HM rank correlation with the 11 benchmarks >= {bench.MIN_SPEARMAN}"][0] is False
+    assert checks[f">= {bench.MIN_SEEDS} seeds, every HM standard error <= {bench.MAX_HM_STDERR}"][0] is False
+    assert checks[f"8 baselines x {bench.MIN_SEEDS} seeds in <= {bench.MAX_WALL_MINUTES} min on 2 cores"][0] is False
+    flat = dict(base, KgCoOp=70.0)
+    checks = {n: (ok, m) for n, ok, m in bench.targets(_rows(pub, flat, new))}
+    assert checks["every prompt method gains on base against zero-shot"] == (False, "no gain: KgCoOp")
+
+
+def _write_result(root, phase, trainer, seed, acc, sha="ab" * 32):
+    d = os.path.join(root, "base2new", phase, bench.BENCH_DATASET, "shots_16", trainer, bench.BENCH_CFG, f"seed{seed}")
+    os.makedirs(d)
+    with open(os.path.join(d, "results.json"), "w") as f:
+        json.dump({"accuracy": acc, "backbone_sha256": sha}, f)
+
+
+def test_report_reads_results_json_and_lists_what_is_unfinished(tmp_path):
+    root = str(tmp_path)
+    for seed, (b, n) in enumerate([(80.0, 60.0), (82.0, 62.0)], start=1):
+        _write_result(root, "train_base", "CoOp", seed, b)
+        _write_result(root, "test_new", "CoOp", seed, n)
+    _write_result(root, "train_base", "KgCoOp", 1, 75.0)      # its new-class evaluation never ran
+    text, rows, checks = bench.report(root)
+    hm1, hm2 = 2 * 80 * 60 / 140, 2 * 82 * 62 / 144
+    assert rows["CoOp"]["hm"] == pytest.approx((hm1 + hm2) / 2)
+    assert rows["CoOp"]["base_se"] == pytest.approx(1.0)    # stdev 1.414 / sqrt 2
+    assert "| CoOp | 81.00 ± 1.00 | 61.00 ± 1.00 |" in text
+    assert "unfinished: KgCoOp seed 1" in text
+    assert "NOT the documented build: not comparable" in text
+    assert "[n/a ] HM rank correlation" in text
+
+
+def test_every_shipped_trainer_config_normalizes_its_images():
+    """Dassl's test transform normalizes only when "normalize" is listed: a config without it
+    evaluates CLIP on raw pixels (zero-shot CLIP's files once did, unlike CoOp's own)."""
+    from e2mim_engine.cli import default_cfg
+    from e2mim_engine.config import merge_from_file
+    from e2mim_engine.data.transforms import build_transform
+    import torchvision.transforms as T
+    root = os.path.join(bench.repo_configs(), "trainers")
+    for trainer in sorted(os.listdir(root)):
+        for name in sorted(os.listdir(os.path.join(root, trainer))):
+            cfg = default_cfg()
+            merge_from_file(cfg, os.path.join(root, trainer, name))
+            tf = build_transform(cfg, is_train=False)
+            assert any(isinstance(t, T.Normalize) for t in tf.transforms), f"{trainer}/{name}"

@@ -1,0 +1,115 @@
+"""The tiny CLIP as an explicit, reproducible build step, and the loader's word on it."""
+import json
+import os
+import subprocess
+import sys
+import pytest
+import torch
+
+from e2mim_clip import loader
+from e2mim_clip.loader import LOCAL_BACKBONES, build_random_clip, weights_sha256
+from e2mim_engine.errors import WeightsError
+from e2mim_tools import tiny_clip
+
+SMOKE = dict(steps=2, pool=1, batch_size=16, vision_layers=1, text_layers=1, eval_per_class=1)
+
+
+def _build(tmp_path, monkeypatch, name, env=None):
+    monkeypatch.setitem(tiny_clip.RECIPES, name, dict(seed=0, **SMOKE))
+    for k, v in (env or {}).items():
+        monkeypatch.setenv(k, v)
+    logs = []
+    path = tiny_clip.build(name, force=True, log=logs.append, cache_dir=str(tmp_path))
+    return path, logs
+
+
+def test_build_is_the_same_whatever_the_callers_numerics(tmp_path, monkeypatch):
+    """The build pins the child's numerics, so a caller's thread count and instruction-set
+    settings (what differs between machines) do not reach the weights."""
+    path, logs = _build(tmp_path, monkeypatch, "compworld-tiny")
+    first = tiny_clip.file_checksum(path)
+    assert any("not comparable" in m for m in logs)   # a smoke config is not the documented build
+    path2, _ = _build(tmp_path, monkeypatch, "compworld-tiny",
+                      env={"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"})
+    assert path2 == path
+    assert tiny_clip.file_checksum(path) == first
+    side = json.loads(open(os.path.splitext(path)[0] + ".json").read())
+    assert side["weights_sha256"] == first == weights_sha256(torch.load(path, weights_only=True))
+
+
+def test_unpinned_numerics_do_change_the_weights(tmp_path):
+    """Why the pins exist: the same pretraining with another ATen kernel level gives other bits."""
+    sums = []
+    for cap in ("avx2", "default"):
+        out = tmp_path / f"{cap}.pt"
+        env = dict(os.environ, **dict(tiny_clip.DETERMINISTIC_ENV, ATEN_CPU_CAPABILITY=cap))
+        cmd = [sys.executable, "-m", "e2mim_tools.tiny_clip", "pretrain", "--no-eval", "--out", str(out),
+               "--threads", "2"] + [f"--{k.replace('_', '-')}={v}" for k, v in SMOKE.items() if k != "eval_per_class"]
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+        sums.append(weights_sha256(torch.load(str(out), weights_only=True)))
+    if sums[0] == sums[1]:
+        pytest.skip("this CPU's AVX2 and scalar kernels happen to agree on this tiny config")
+    assert sums[0] != sums[1]
+
+
+def test_unknown_backbone_name_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown backbone 'nope'; valid: compworld-tiny"):
+        tiny_clip.build("nope")
+
+
+def test_missing_local_backbone_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("E2MIM_CACHE_DIR", str(tmp_path))
+    with pytest.raises(WeightsError) as e:
+        loader.load_clip("compworld-tiny", "cpu")
+    msg = str(e.value)
+    assert "e2mim-tiny-clip build compworld-tiny" in msg and str(tmp_path) in msg
+    assert not os.listdir(tmp_path)   # nothing was trained or written
+
+
+def _fake_tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("E2MIM_CACHE_DIR", str(tmp_path))
+    sd = build_random_clip("tiny").state_dict()
+    path = tmp_path / LOCAL_BACKBONES["compworld-tiny"].file
+    torch.save(sd, str(path))
+    return path, weights_sha256(sd)
+
+
+def test_a_build_that_is_not_the_documented_one_is_said(tmp_path, monkeypatch, caplog):
+    path, sha = _fake_tiny(tmp_path, monkeypatch)
+    with caplog.at_level("WARNING"):
+        loader.load_clip("compworld-tiny", "cpu")
+    assert "results not comparable with the documented tables" in caplog.text
+    report = loader.backbone_report("compworld-tiny")
+    assert report == {"backbone_sha256": sha, "backbone_documented_sha256": LOCAL_BACKBONES["compworld-tiny"].sha256,
+                      "backbone_comparable": False}
+    monkeypatch.setitem(LOCAL_BACKBONES, "compworld-tiny", LOCAL_BACKBONES["compworld-tiny"]._replace(sha256=sha))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        loader.load_clip("compworld-tiny", "cpu")
+    assert "not comparable" not in caplog.text
+    assert loader.backbone_report("compworld-tiny")["backbone_comparable"] is True
+
+
+def test_results_json_says_whether_the_backbone_is_comparable(tmp_path, monkeypatch, demo_root):
+    from conftest import demo_args, make_cfg
+    from e2mim_engine.trainer import build_trainer
+    _, sha = _fake_tiny(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    t = build_trainer(make_cfg(*demo_args(demo_root, str(out), "MODEL.BACKBONE.NAME", "compworld-tiny",
+                                          trainer="ZeroshotCLIP")))
+    t.test()
+    res = json.loads((out / "results.json").read_text())
+    assert res["backbone_sha256"] == sha and res["backbone_comparable"] is False
+    assert res["backbone_documented_sha256"] == LOCAL_BACKBONES["compworld-tiny"].sha256
+
+
+def test_resolving_a_backbone_imports_no_dataset_and_trains_nothing(tmp_path):
+    code = ("import sys; from e2mim_clip import loader; "
+            "print(loader.local_backbone_path('compworld-tiny')); "
+            "loader.backbone_checksum('random:tiny'); "
+            "bad = [m for m in sys.modules if m.startswith(('e2mim_datasets', 'e2mim_tools', 'e2mim_trainers'))]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, E2MIM_CACHE_DIR=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / LOCAL_BACKBONES["compworld-tiny"].file)
