@@ -69,9 +69,9 @@ ORIGINAL_STEP = CoOp.forward_backward
     ("e2mim_trainers.coop.CoOp.forward_backward", _no_update, "loss did not decrease on a fixed batch: "),
     ("e2mim_trainers.coop.CoOp.forward_backward", _half_prompt,
      "prompt_learner.ctx is torch.float16 after training (learnable parameters stay float32)"),
-    ("e2mim_engine.trainer.learnable_state_dict", _with_clip_weight,
+    ("e2mim_engine.checkpointer.learnable_state_dict", _with_clip_weight,
      "the checkpoint of prompt_learner holds tensors that are neither learnable nor buffers: ['clip.visual.proj']"),
-    ("e2mim_engine.trainer.TrainerBase._load_state", lambda self, name, state, path: None,
+    ("e2mim_engine.checkpointer.Checkpointer.load_state", lambda self, name, state, path: None,
      "the reloaded checkpoint gives other logits (max |diff| "),
 ])
 def test_a_broken_check_fails_with_its_reason(monkeypatch, capsys, target, replacement, reason):
