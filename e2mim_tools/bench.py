@@ -263,12 +263,12 @@ def targets(rows, wall_minutes=None):
     return out
 
 
-def collect(root, trainers=BENCH_TRAINERS):
-    """{trainer: {seed: (base, new)}} from a bench output tree (results.json only), the
-    backbone checksums the runs recorded, and the unfinished runs."""
+def collect(root, trainers=BENCH_TRAINERS, seeds=None):
+    """{trainer: {seed: (base, new)}} from a bench output tree (results.json only; only
+    ``seeds`` when given), the backbone checksums the runs recorded, and the unfinished runs."""
     from .results import find_runs, read_result
     runs = [r for r in find_runs([root]) if r.protocol == "base2new" and r.dataset == BENCH_DATASET
-            and r.cfg == BENCH_CFG and r.trainer in trainers]
+            and r.cfg == BENCH_CFG and r.trainer in trainers and (not seeds or r.seed in seeds)]
     acc, sums = {}, set()
     for r in runs:
         res = read_result(r.path) or {}
@@ -329,8 +329,8 @@ def sweep_wall_minutes(sweep_folder):
     return (max(ends) - min(starts)) / 60 if starts else None
 
 
-def report(output, sweep_folder=None, trainers=BENCH_TRAINERS):
-    per_seed, sums, unfinished = collect(output, trainers)
+def report(output, sweep_folder=None, trainers=BENCH_TRAINERS, seeds=None):
+    per_seed, sums, unfinished = collect(output, trainers, seeds)
     rows = method_rows(per_seed)
     checks = targets(rows, sweep_wall_minutes(sweep_folder) if sweep_folder else None)
     return render(rows, checks, sums, unfinished), rows, checks
@@ -429,7 +429,7 @@ def main(argv=None):
         if a.seeds:
             args += ["--seeds"] + [str(s) for s in a.seeds]
         sweep_main(args)
-    text, rows, checks = report(sw.output, sw.folder, [t for t in BENCH_TRAINERS])
+    text, rows, checks = report(sw.output, sw.folder, BENCH_TRAINERS, sw.seeds)
     print(text)
     return 0 if all(ok for _, ok, _ in checks) else 1
 
