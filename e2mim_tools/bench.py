@@ -117,8 +117,9 @@ def _declares_prec(cls):
     return "PREC" in cfg.TRAINER.get(cls.node, {})
 
 
-def bench_recipe(trainer, configs=None):
-    """The bench recipe (a nested dict) of ``trainer``, by the scaling rule."""
+def bench_recipe(trainer, configs=None, selection=True):
+    """The bench recipe (a nested dict) of ``trainer``, by the scaling rule (for E2MIM with the
+    preregistered selection's keys unless ``selection`` is False: its candidates' base)."""
     configs = configs or repo_configs()
     cfg = _load_yaml(os.path.join(configs, "trainers", trainer, published_cfg(trainer) + ".yaml"))
     cfg.setdefault("INPUT", {})["SIZE"] = "(%d, %d)" % INPUT_SIZE
@@ -137,7 +138,7 @@ def bench_recipe(trainer, configs=None):
             if key in node:
                 node[key] = scaled_depth(node[key], layers)
     choices = dict(PER_METHOD_CHOICES.get(trainer, {}))
-    if trainer == "E2MIM":
+    if trainer == "E2MIM" and selection:
         chosen = read_selection(selection_path(configs))
         if chosen:
             opts = chosen["chosen_opts"]
@@ -156,16 +157,26 @@ def selection_path(configs=None):
     return os.path.join(os.path.dirname(configs or repo_configs()), "docs", "e2mim_selection.json")
 
 
-def recipe_text(trainer, configs=None):
-    header = (f"# {trainer} on the CPU bench (CompWorldBench, tiny CLIP): its published base-to-new recipe\n"
+CANDIDATES_CFG = "compworld_bench_candidates"   # E2MIM's recipe before the selection
+
+
+def recipe_files():
+    """(trainer, cfg name, with the selection) of every recipe the rule writes."""
+    return [(t, BENCH_CFG, True) for t in BENCH_TRAINERS] + [("E2MIM", CANDIDATES_CFG, False)]
+
+
+def recipe_text(trainer, configs=None, selection=True):
+    what = "" if selection else ", before the preregistered selection (its candidates' base)"
+    header = (f"# {trainer} on the CPU bench (CompWorldBench, tiny CLIP){what}: its published base-to-new recipe\n"
               f"# (configs/trainers/{trainer}/{published_cfg(trainer)}.yaml) under the bench's scaling rule\n"
               f"# (e2mim_tools/bench.py, docs/BENCH.md). Written by `e2mim-bench recipes --write`: do not edit.\n")
-    body = yaml.safe_dump(bench_recipe(trainer, configs), sort_keys=False, default_flow_style=None, width=100)
+    body = yaml.safe_dump(bench_recipe(trainer, configs, selection), sort_keys=False, default_flow_style=None,
+                          width=100)
     return header + body
 
 
-def recipe_path(trainer, configs=None):
-    return os.path.join(configs or repo_configs(), "trainers", trainer, BENCH_CFG + ".yaml")
+def recipe_path(trainer, configs=None, cfg=BENCH_CFG):
+    return os.path.join(configs or repo_configs(), "trainers", trainer, cfg + ".yaml")
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,12 +263,12 @@ def targets(rows, wall_minutes=None):
     return out
 
 
-def collect(root, trainers=BENCH_TRAINERS):
-    """{trainer: {seed: (base, new)}} from a bench output tree (results.json only), the
-    backbone checksums the runs recorded, and the unfinished runs."""
+def collect(root, trainers=BENCH_TRAINERS, seeds=None):
+    """{trainer: {seed: (base, new)}} from a bench output tree (results.json only; only
+    ``seeds`` when given), the backbone checksums the runs recorded, and the unfinished runs."""
     from .results import find_runs, read_result
     runs = [r for r in find_runs([root]) if r.protocol == "base2new" and r.dataset == BENCH_DATASET
-            and r.cfg == BENCH_CFG and r.trainer in trainers]
+            and r.cfg == BENCH_CFG and r.trainer in trainers and (not seeds or r.seed in seeds)]
     acc, sums = {}, set()
     for r in runs:
         res = read_result(r.path) or {}
@@ -318,8 +329,8 @@ def sweep_wall_minutes(sweep_folder):
     return (max(ends) - min(starts)) / 60 if starts else None
 
 
-def report(output, sweep_folder=None, trainers=BENCH_TRAINERS):
-    per_seed, sums, unfinished = collect(output, trainers)
+def report(output, sweep_folder=None, trainers=BENCH_TRAINERS, seeds=None):
+    per_seed, sums, unfinished = collect(output, trainers, seeds)
     rows = method_rows(per_seed)
     checks = targets(rows, sweep_wall_minutes(sweep_folder) if sweep_folder else None)
     return render(rows, checks, sums, unfinished), rows, checks
@@ -384,8 +395,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.cmd == "recipes":
         bad = []
-        for t in BENCH_TRAINERS:
-            text, path = recipe_text(t), recipe_path(t)
+        for t, cfg, with_selection in recipe_files():
+            text, path = recipe_text(t, selection=with_selection), recipe_path(t, cfg=cfg)
             if a.write:
                 with open(path, "w") as f:
                     f.write(text)
@@ -418,7 +429,7 @@ def main(argv=None):
         if a.seeds:
             args += ["--seeds"] + [str(s) for s in a.seeds]
         sweep_main(args)
-    text, rows, checks = report(sw.output, sw.folder, [t for t in BENCH_TRAINERS])
+    text, rows, checks = report(sw.output, sw.folder, BENCH_TRAINERS, sw.seeds)
     print(text)
     return 0 if all(ok for _, ok, _ in checks) else 1
 

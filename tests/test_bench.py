@@ -9,9 +9,9 @@ from e2mim_tools.published import REPORTED_BASE2NEW
 
 
 def test_shipped_bench_recipes_are_the_scaling_rules_output():
-    for t in bench.BENCH_TRAINERS:
-        with open(bench.recipe_path(t)) as f:
-            assert f.read() == bench.recipe_text(t), f"{bench.recipe_path(t)}: run e2mim-bench recipes --write"
+    for t, cfg, with_selection in bench.recipe_files():
+        with open(bench.recipe_path(t, cfg=cfg)) as f:
+            assert f.read() == bench.recipe_text(t, selection=with_selection), "run e2mim-bench recipes --write"
     assert bench.main(["recipes", "--check"]) == 0
 
 
