@@ -87,11 +87,9 @@ need() {  # need N "usage" ARGS...
 }
 
 cfg_file() { echo "$REPO/configs/trainers/$TRAINER/$1.yaml"; }
-dataset_file() {
-  local f="$REPO/configs/datasets/$1.yaml"
-  [ -f "$f" ] || die "no dataset config $f (dataset names are the yaml names in configs/datasets/)"
-  echo "$f"
-}
+# (called inside $(...): the one-job functions check their DATASET with check_datasets first,
+# since a die in a subshell would not stop the script)
+dataset_file() { echo "$REPO/configs/datasets/$1.yaml"; }
 
 # The epoch a test script loads: LOADEP, else OPTIM.MAX_EPOCH from OPTS, else from the cfg yaml.
 load_epoch() {
@@ -155,12 +153,14 @@ eval_model() {  # DIR DATASET SEED CFG MODEL_DIR [KEY VALUE ...]: evaluate a tra
 # ---- one job ---------------------------------------------------------------------------
 b2n_train() {  # DATASET SEED
   need 2 "DATASET SEED" "$@"
+  check_datasets "$1"
   train_or_eval "$(b2n_dir train_base "$1" "$2")" "$1" "$2" "$CFG_B2N" \
     DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base
 }
 
 b2n_test() {  # DATASET SEED
   need 2 "DATASET SEED" "$@"
+  check_datasets "$1"
   eval_model "$(b2n_dir test_new "$1" "$2")" "$1" "$2" "$CFG_B2N" "$(b2n_dir train_base "$1" "$2")" \
     DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new
 }
@@ -172,11 +172,13 @@ xd_train() {  # SEED
 
 xd_test() {  # DATASET SEED
   need 2 "DATASET SEED" "$@"
+  check_datasets "$1"
   eval_model "$(eval_dir "$1" "$2")" "$1" "$2" "$CFG_XD" "$(xd_dir "$2")"
 }
 
 fewshot_job() {  # DATASET SHOTS SEED (zero-shot CLIP: SHOTS 0, evaluation only)
   need 3 "DATASET SHOTS SEED" "$@"
+  check_datasets "$1"
   local k=$2 extra=()
   [ "$ZERO_SHOT" = 1 ] && k=0
   [ "$k" = 0 ] || extra=(DATASET.NUM_SHOTS "$k")
@@ -218,8 +220,13 @@ main() {
 # Every dataset name a job may use must have its yaml: a typo stops the script before any
 # train.py runs, not after hours of the datasets before it.
 check_dataset_names() {
+  # shellcheck disable=SC2086
+  check_datasets $DATASETS $XD_DATASETS $DG_DATASETS $XD_SOURCE
+}
+
+check_datasets() {  # NAME...: exit 2 unless every NAME has configs/datasets/NAME.yaml
   local bad=() d
-  for d in $DATASETS $XD_DATASETS $DG_DATASETS $XD_SOURCE; do
+  for d in "$@"; do
     [ -f "$REPO/configs/datasets/$d.yaml" ] || bad+=("$d")
   done
   if [ ${#bad[@]} -gt 0 ]; then
