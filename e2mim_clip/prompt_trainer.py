@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from e2mim_engine import __version__
+from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TrainerBase
@@ -171,6 +172,11 @@ class ClipTrainer(TrainerBase):
         self.templates = templates
         with self.precision.autocast():
             return handcrafted_text_features(clip_model, self.classnames, templates, text_encoder)
+
+
+# CoOp, CoCoOp, KgCoOp and ProGrad's published trainers register the prompt learner itself as
+# "prompt_learner", with our names (and the class-name buffers, which we do not load).
+PUBLISHED_PROMPT_LEARNER = PublishedFormat("prompt_learner")
 
 
 class PromptTrainer(ClipTrainer):

@@ -7,6 +7,7 @@ evaluates and writes results.json.
 """
 import datetime
 import os
+import re
 import time
 from collections import OrderedDict
 
@@ -45,6 +46,10 @@ class TrainerBase:
     # Such a method also fills in encode_frozen and frozen_feature_identity.
     frozen_eval_features = False
     frozen_train_features = False
+    # How the method's published Dassl trainer saved its model (checkpoint.PublishedFormat), so
+    # that --eval-only --model-dir reads the authors' released model.pth.tar-N files; None: no
+    # published code.
+    published_checkpoint = None
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -338,9 +343,11 @@ class TrainerBase:
         logger.info(f"Found checkpoint at {directory} (will resume training)")
         logger.info("*" * 60)
         start_epoch = 0
+        # the files belong together (manifest): starting over means without all of them
+        restart = f"delete the folder {directory} to start this run over, or train into a new --output-dir"
         for name, fname in files.items():
             path = os.path.join(directory, name, fname)
-            ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(path, unreadable_hint=restart)
             if ckpt.get("identity") is not None:
                 check_identity(path, ckpt["identity"], self.identity)
             logger.info(f'Loading checkpoint from "{path}"')
@@ -356,36 +363,53 @@ class TrainerBase:
         best = os.path.join(directory, self.get_model_names()[0], "model-best.pth.tar")
         if os.path.isfile(best):
             # best_val selection continues against the best result seen before the restart
-            val = load_checkpoint(best).get("val_result")
+            val = load_checkpoint(best, unreadable_hint=restart).get("val_result")
             if val is not None:
                 self.best_result = val
         return start_epoch
 
     def load_model(self, directory, epoch=None, names=None):
         """Load weights for evaluation (no optimizer state). ``names`` limits which models:
-        training-only parts (e.g. a critic sized for the base classes) can be left out."""
+        training-only parts (e.g. a critic sized for the base classes) can be left out. A
+        folder written by the method's published Dassl trainer (published_checkpoint) is read
+        too, its parameter names mapped to ours."""
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
             return
         model_file = "model-best.pth.tar" if epoch is None else epoch_file(epoch)
+        fmt = self.published_checkpoint
         for name in self.get_model_names(names):
             path = os.path.join(directory, name, model_file)
+            if not os.path.exists(path) and fmt is not None and len(self._models) == 1:
+                path = os.path.join(directory, fmt.folder, model_file)
             if not os.path.exists(path):
-                raise UserError(f'Model not found at "{path}". --model-dir should be the OUTPUT_DIR of a '
-                                f'training run and --load-epoch an epoch whose file exists there.')
-            ckpt = load_checkpoint(path)
-            logger.info(f'Loading weights to {name} from "{path}" (epoch = {ckpt["epoch"]})')
-            self._load_state(name, ckpt["state_dict"], path)
-            self.epoch = ckpt["epoch"] - 1  # so results.json names the epoch evaluated
+                raise UserError(f'Model not found at "{os.path.join(directory, name, model_file)}". --model-dir '
+                                f'should be the OUTPUT_DIR of a training run and --load-epoch an epoch whose file '
+                                f'exists there.')
+            ckpt = load_checkpoint(path, unreadable_hint="evaluate another epoch (--load-epoch) or the model of "
+                                                         "another run")
+            state, optional = ckpt["state_dict"], ()
+            if ckpt.get("identity") is None and fmt is not None and \
+                    os.path.basename(os.path.dirname(path)) == fmt.folder:
+                # written by the published trainer: its names, maybe the whole CLIP model
+                state, optional = fmt.our_state_dict(state), fmt.not_saved
+                logger.info(f"{path} was written by the published {self.cfg.TRAINER.NAME} code (Dassl's layout, "
+                            f"no run identity): {len(state)} of its tensors are {name}'s")
+            logger.info(f'Loading weights to {name} from "{path}" (epoch = {ckpt.get("epoch")})')
+            self._load_state(name, state, path, optional)
+            if isinstance(ckpt.get("epoch"), int):
+                self.epoch = ckpt["epoch"] - 1  # so results.json names the epoch evaluated
 
-    def _load_state(self, name, state_dict, path):
+    def _load_state(self, name, state_dict, path, optional=()):
+        """Copy ``state_dict`` into model ``name``; every learnable tensor must be there (but
+        those matching a regex of ``optional``) with its shape, and nothing else."""
         model = self._models[name]
         # A module may name buffers that belong to the run rather than to the checkpoint
         # (a prompt learner's class-name embeddings: CoOp saves them, a new class set differs).
         ignored = set(getattr(model, "checkpoint_ignored_keys", ()))
         state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in ignored}
         expected = learnable_state_dict(model)
-        missing = [k for k in expected if k not in state_dict]
+        missing = [k for k in expected if k not in state_dict and not any(re.search(o, k) for o in optional)]
         unexpected = [k for k in state_dict if k not in expected]
         bad_shape = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
         if missing or unexpected or bad_shape:

@@ -22,7 +22,8 @@ Keys under both nodes in one run are an error (one of them would be ignored).
 """
 import torch.nn.functional as F
 
-from e2mim_clip.prompt_trainer import PromptTrainer, context_node, read_published_coop_keys
+from e2mim_clip.prompt_trainer import (PUBLISHED_PROMPT_LEARNER, PromptTrainer, context_node,
+                                       read_published_coop_keys)
 from e2mim_clip.prompting import cosine_consistency
 from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.errors import ConfigError
@@ -37,6 +38,7 @@ PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16",
 
 @TRAINER_REGISTRY.register()
 class KgCoOp(PromptTrainer):
+    published_checkpoint = PUBLISHED_PROMPT_LEARNER
     node = "KGCOOP"
     frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from e2mim_clip.deep_prompts import DeepPromptTrainer, ivlp_node
+from e2mim_clip.deep_prompts import VL_PUBLISHED, DeepPromptTrainer, ivlp_node
 from e2mim_clip.prompting import tokenize
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
@@ -82,6 +82,9 @@ def promptsrc_losses(logits, label, text, text_zs, image, image_zs, logits_zs, t
 @TRAINER_REGISTRY.register()
 class PromptSRC(DeepPromptTrainer):
     node = "PROMPTSRC"
+    # its files hold the aggregated prompts (GPA replaces them after the last epoch), not our
+    # running sums, which only training reads
+    published_checkpoint = VL_PUBLISHED._replace(not_saved=(r"^gpa\.",))
 
     @classmethod
     def extend_cfg(cls, cfg):
