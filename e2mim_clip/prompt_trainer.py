@@ -33,12 +33,15 @@ FROZEN_FEATURES = "e2mim_clip.prompting.encode_images(normalize=True)"
 
 @functools.lru_cache(maxsize=None)
 def frozen_code_digest():
-    """A hash of the code that computes the frozen image features (the loader, the prompting
-    module and the e2mim_clip modules it uses): part of the feature cache's key, so editing
+    """A hash of the code that computes the frozen image features (the image decoder, the
+    loader, the prompting module and the e2mim_clip modules it uses): part of the feature cache's key, so editing
     that code never lets a cache serve features of the old code."""
+    from e2mim_engine.data import images
+
     from . import loader, prompting
-    mods = {m.__name__: m for m in [loader, prompting] + [v for v in vars(prompting).values() if
-                                                          inspect.ismodule(v) and v.__name__.startswith("e2mim_clip.")]}
+    mods = {m.__name__: m for m in [loader, prompting, images] + [v for v in vars(prompting).values() if
+                                                                  inspect.ismodule(v) and
+                                                                  v.__name__.startswith("e2mim_clip.")]}
     h = hashlib.sha256()
     for name in sorted(mods):
         h.update(name.encode() + b"\0" + inspect.getsource(mods[name]).encode())

@@ -1,24 +1,13 @@
 """DataManager: dataset, transforms and loaders (Dassl's interface)."""
 import torch
-from PIL import Image
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..errors import ConfigError, DataError
 from ..utils import logger
 from .bases import build_dataset
+from .images import read_image  # noqa: F401  (the loaders' decoder, also imported from here)
 from .transforms import build_transform
-
-
-def read_image(path):
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"Image file {path} does not exist (listed by the dataset split).") from None
-    except OSError as e:
-        raise DataError(f"Cannot read image {path}: {e}. The file is corrupt or not an image; "
-                        f"replace it or remove it from the split.") from None
 
 
 class DatasetWrapper(Dataset):
