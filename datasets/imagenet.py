@@ -3,7 +3,7 @@ import os
 import random
 from collections.abc import Sequence
 
-from e2mim_engine.data import (CLASSNAMES_SOURCE, DATASET_REGISTRY, BenchmarkDataset, Datum,
+from e2mim_engine.data import (CLASSNAMES_SOURCE, DATASET_REGISTRY, BenchmarkDataset, Datum, all_shots_note,
                                dataset_writes_allowed, index_class_folders, read_classnames, save_dataset_file)
 from e2mim_engine.errors import DataError
 from e2mim_engine.utils import logger, read_json, write_json
@@ -112,6 +112,7 @@ class ImageNet(BenchmarkDataset):
         sampling the file names of a folder picks the same items as sampling its Datums."""
         k, seed = cfg.DATASET.NUM_SHOTS, cfg.SEED
         if k < 1:
+            logger.info(all_shots_note(k))
             return (train.materialize() if isinstance(train, FolderItems) else train), val
         if not isinstance(train, FolderItems):
             raise TypeError("ImageNet.few_shot expects the FolderItems made by load_splits")

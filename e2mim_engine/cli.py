@@ -1,5 +1,7 @@
 """CoOp's command line (train.py): argument parser, config assembly, run."""
 import argparse
+import os
+import shutil
 import sys
 
 import torch
@@ -7,7 +9,7 @@ import torch
 from .config import cfg_to_pairs, get_cfg_default, load_cfg_file, merge_cfg, merge_from_list, pairs_to_cfg
 from .data import DATASET_REGISTRY
 from .errors import ConfigError, UserError, user_message
-from .run import OutputLock
+from .run import LOCK_FILE, MANIFEST, OutputLock
 from .trainer import TRAINER_REGISTRY, build_trainer
 from .seeding import set_random_seed
 from .utils import logger, setup_logger
@@ -97,13 +99,52 @@ def setup_cfg(args):
     return cfg
 
 
+# The generators' range: NumPy's seeds are 0 .. 2**32 - 1 (a negative SEED means unseeded).
+MAX_SEED = 2**32 - 1
+
+
+def preflight(args, cfg):
+    """Errors in the arguments and paths, found before anything is logged or written: unknown
+    names, the seed's range, the data root, --model-dir, --resume, and an evaluation into a
+    training run's folder. Returns notes to show first (a generated dataset about to be made)."""
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    seed = cfg.SEED
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed > MAX_SEED:
+        raise ConfigError(f"SEED (--seed) must be an integer from 0 to {MAX_SEED} (the range of the random "
+                          f"generators), or negative for an unseeded run; got {seed!r}.")
+    for flag, path in (("--model-dir", args.model_dir), ("--resume", args.resume)):
+        if path and not os.path.isdir(path):
+            raise UserError(f"{flag} {path}: no such folder. Pass the OUTPUT_DIR of a training run.")
+    if args.eval_only and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, MANIFEST)):
+        raise UserError(f"--output-dir {cfg.OUTPUT_DIR} holds a training run (its checkpoints and results.json): an "
+                        f"evaluation would replace that run's results.json. Evaluate into another --output-dir "
+                        f"(the protocols use base2new/test_new/... for the new classes).")
+    check_root = getattr(dataset, "check_root", None)
+    note = check_root(cfg) if check_root else None
+    return [note] if note else []
+
+
 def run(args):
     cfg = setup_cfg(args)
-    # Fail on unknown names before anything is written to the output folder.
-    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    DATASET_REGISTRY.get(cfg.DATASET.NAME)
-    with OutputLock(cfg.OUTPUT_DIR):  # one process writes a folder at a time
-        return _run_locked(args, cfg)
+    for note in preflight(args, cfg):
+        print(f"note: {note}", file=sys.stderr)
+    created = not os.path.exists(cfg.OUTPUT_DIR)
+    try:
+        with OutputLock(cfg.OUTPUT_DIR):  # one process writes a folder at a time
+            return _run_locked(args, cfg)
+    except UserError as e:
+        # a run that stopped before writing anything but its log leaves no folder behind
+        e.discard_folder = cfg.OUTPUT_DIR if created else None
+        raise
+
+
+def discard_failed_start(folder):
+    """Remove ``folder`` (made by this run) if it holds nothing but the log and the lock."""
+    if not folder or not os.path.isdir(folder):
+        return
+    if all(f == LOCK_FILE or f == "log.txt" or f.startswith("log.txt-") for f in os.listdir(folder)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_locked(args, cfg):
@@ -142,9 +183,13 @@ def main(argv=None):
         # One paragraph on stderr (and in log.txt if one was opened), no traceback.
         msg = user_message(e)
         print(f"error: {msg}", file=sys.stderr)
-        for h in logger.handlers:
+        for h in list(logger.handlers):
             if hasattr(h, "baseFilename"):
                 h.stream.write(f"error: {msg}\n")
                 h.flush()
+                if getattr(e, "discard_folder", None):
+                    logger.removeHandler(h)
+                    h.close()
+        discard_failed_start(getattr(e, "discard_folder", None))
         return 2
     return 0

@@ -124,3 +124,183 @@ def test_undecodable_image_names_the_file(tmp_path):
         read_image(str(tmp_path / "x.png"))
     assert str(e.value).startswith(f"Cannot read image {tmp_path / 'x.png'}: ") and "corrupt or not an image" in \
         str(e.value)
+
+
+# ---- (4) classes, seeds, shots, folders, roots -------------------------------------------------
+from conftest import DEMO_CFG, ROOT, TINY_CFG, demo_args  # noqa: E402
+from e2mim_engine.cli import main  # noqa: E402
+from e2mim_engine.utils import read_json  # noqa: E402
+
+CUSTOM_CFG = os.path.join(ROOT, "configs", "datasets", "custom_example.yaml")
+
+
+def image_folder(root, classes=("apple", "pear", "plum"), per_class=6):
+    for c in classes:
+        d = root / "fruit" / "images" / c
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            Image.fromarray(np.random.RandomState(k).randint(0, 255, (32, 32, 3)).astype("uint8")).save(d / f"{k}.jpg")
+    return root
+
+
+def custom_args(root, out, *extra):
+    return [str(a) for a in ("--root", root, "--seed", 1, "--trainer", "CoOp", "--config-file", TINY_CFG,
+                             "--dataset-config-file", CUSTOM_CFG, "--output-dir", out, "DATASET.CUSTOM.DIR", "fruit",
+                             "OPTIM.MAX_EPOCH", 1, "DATALOADER.NUM_WORKERS", 0, "TRAINER.COOP.N_CTX", 4,
+                             "VERBOSE", False, *extra)]
+
+
+def run(capsys, argv):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_class_name_longer_than_the_text_context(tmp_path, capsys):
+    root = image_folder(tmp_path)
+    (root / "fruit" / "names.json").write_text('{"plum": "%s"}' % " ".join(["zq"] * 80))
+    code, _, err = run(capsys, custom_args(root, tmp_path / "out", "DATASET.CUSTOM.CLASSNAMES", "names.json"))
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: 1 prompt(s) do not fit CLIP's text context of 77 tokens") and "167 tokens" in err
+    assert "DATASET.CUSTOM.CLASSNAMES" in err and not (tmp_path / "out").exists()
+
+
+def test_fewer_than_two_classes_in_the_subsample(tmp_path, capsys):
+    root = image_folder(tmp_path)             # 3 classes: base gets 2, new gets 1
+    code, _, err = run(capsys, custom_args(root, tmp_path / "out", "DATASET.SUBSAMPLE_CLASSES", "new",
+                                           "DATASET.NUM_SHOTS", 2))
+    assert code == 2
+    assert err.startswith("error: the 'new' half of ImageFolder has 1 class (plum): an accuracy over fewer than "
+                          "two classes is 100% by construction")
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_positive_shots_use_every_image_and_say_so(tmp_path, capsys):
+    root = image_folder(tmp_path)
+    code, out, _ = run(capsys, custom_args(root, tmp_path / "out", "DATASET.NUM_SHOTS", 0))
+    assert code == 0
+    assert "DATASET.NUM_SHOTS 0: every training image is used (Dassl's meaning of NUM_SHOTS < 1" in out
+    res = read_json(tmp_path / "out" / "results.json")
+    assert res["shots"] == 0 and res["shots_drawn"] == {"min": 3, "max": 3}   # 50% of 6 per class: all of them
+
+
+@pytest.mark.parametrize("seed", [2**32, 10**20])
+def test_seed_outside_the_generators_range(demo_root, tmp_path, capsys, seed):
+    code, out, err = run(capsys, demo_args(demo_root, str(tmp_path / "out"), "SEED", seed))
+    assert code == 2 and out == ""                      # before the config dump
+    assert err == (f"error: SEED (--seed) must be an integer from 0 to 4294967295 (the range of the random "
+                   f"generators), or negative for an unseeded run; got {seed}.\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_largest_seed_is_accepted(demo_root, tmp_path):
+    from e2mim_engine.cli import build_parser, preflight, setup_cfg
+    args = build_parser().parse_args([str(a) for a in demo_args(demo_root, str(tmp_path / "o"), seed=2**32 - 1)])
+    assert preflight(args, setup_cfg(args)) == []
+
+
+def test_symlink_loop_in_a_class_folder(tmp_path, capsys):
+    root = image_folder(tmp_path)
+    os.symlink("loop_b", root / "fruit" / "images" / "loop_a")
+    os.symlink("loop_a", root / "fruit" / "images" / "loop_b")
+    code, _, err = run(capsys, custom_args(root, tmp_path / "out"))
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: {root / 'fruit' / 'images' / 'loop_a'} is a symbolic link that loops")
+    os.remove(root / "fruit" / "images" / "loop_a")
+    os.remove(root / "fruit" / "images" / "loop_b")
+    os.symlink("self.jpg", root / "fruit" / "images" / "pear" / "self.jpg")      # an image that loops
+    code, _, err = run(capsys, custom_args(root, tmp_path / "out"))
+    assert code == 2 and "pear/self.jpg is a symbolic link that loops" in err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--root", "{tmp}/nope", "DATASET.NAME", "Caltech101"],
+     "error: The data root '{tmp}/nope' is not a folder. Pass --root (DATASET.ROOT) pointing to the folder that "
+     "holds 'caltech-101/'."),
+    (["--eval-only", "--model-dir", "{tmp}/nothere", "--load-epoch", "1"],
+     "error: --model-dir {tmp}/nothere: no such folder. Pass the OUTPUT_DIR of a training run."),
+    (["--resume", "{tmp}/nothere"], "error: --resume {tmp}/nothere: no such folder."),
+])
+def test_path_errors_come_first_and_leave_no_folder(demo_root, tmp_path, capsys, flags, expected):
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    argv = [str(a) for a in demo_args(demo_root, str(tmp_path / "out"))]
+    pairs = flags[2:] if flags[0] == "--root" else []
+    if flags[0] == "--root":
+        argv = argv[2:]
+        flags = flags[:2]
+    code, out, err = run(capsys, flags + argv + pairs)
+    assert code == 2 and out == "" and err.startswith(expected.format(tmp=tmp_path)) and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_generated_world_at_a_missing_root_is_announced_before_generating(tmp_path, capsys, monkeypatch):
+    from e2mim_datasets.demo import Demo
+    seen = {}
+    real = Demo.generate
+
+    def generate(dataset_dir):
+        seen["err"] = capsys.readouterr().err       # what the terminal showed before generating
+        return real(dataset_dir)
+
+    monkeypatch.setattr(Demo, "generate", staticmethod(generate))
+    code, _, _ = run(capsys, demo_args(str(tmp_path / "typo"), str(tmp_path / "out"), "OPTIM.MAX_EPOCH", 0))
+    assert code == 0
+    assert seen["err"] == (f"note: {tmp_path / 'typo' / 'demo'} does not exist: Demo will be generated there now. "
+                           f"If you meant an existing copy, stop this run and check --root (DATASET.ROOT).\n")
+
+
+def test_evaluation_never_writes_into_a_training_runs_folder(demo_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, demo_args(demo_root, str(out)))[0] == 0
+    before = (out / "results.json").read_bytes()
+    code, _, err = run(capsys, ["--eval-only", "--model-dir", str(out), "--load-epoch", "2"]
+                       + [str(a) for a in demo_args(demo_root, str(out))])
+    assert code == 2 and err.startswith(f"error: --output-dir {out} holds a training run")
+    assert (out / "results.json").read_bytes() == before
+
+
+# ---- (4) every "delete X" advice works when followed ------------------------------------------
+def _truncate_checkpoint(out, root):
+    f = out / "prompt_learner" / "model.pth.tar-1"
+    f.write_bytes(f.read_bytes()[:200])
+
+
+def _corrupt_manifest(out, root):
+    (out / "manifest.json").write_text("{not json")
+
+
+def _remove_named_checkpoint(out, root):
+    os.remove(out / "prompt_learner" / "model.pth.tar-1")
+
+
+def _corrupt_split_file(out, root):
+    (root / "fruit" / "split_custom.json").write_text('{"train": [')
+
+
+@pytest.mark.parametrize("breakage, advice", [
+    (_truncate_checkpoint, r"delete the folder (\S+) to start this run over"),
+    (_corrupt_manifest, r"^error: (\S+)/manifest.json is not a checkpoint manifest.*Delete the output folder"),
+    (_remove_named_checkpoint, r"The checkpoint manifest of (\S+) names files that are gone.*Delete the folder"),
+    (_corrupt_split_file, r"The split file (\S+) is not valid JSON .*Delete it to have it regenerated"),
+])
+def test_delete_advice_works_when_followed(tmp_path, capsys, breakage, advice):
+    import re
+    import shutil
+    root = image_folder(tmp_path)
+    out = tmp_path / "out"
+    # a run interrupted after epoch 1 of 2 (its checkpoint and manifest on disk, no results yet)
+    assert run(capsys, custom_args(root, out, "OPTIM.MAX_EPOCH", 2, "TRAIN.CHECKPOINT_FREQ", 1))[0] == 0
+    os.remove(out / "results.json")
+    os.remove(out / "prompt_learner" / "model.pth.tar-2")
+    (out / "manifest.json").write_text((out / "manifest.json").read_text().replace("model.pth.tar-2", "model.pth.tar-1")
+                                       .replace('"epoch": 2', '"epoch": 1'))
+    breakage(out, root)
+    code, _, err = run(capsys, custom_args(root, out, "OPTIM.MAX_EPOCH", 2, "TRAIN.CHECKPOINT_FREQ", 1))
+    assert code == 2 and "Traceback" not in err
+    m = re.search(advice, err.strip(), re.S)
+    assert m, err
+    target = m.group(1).rstrip(".,")
+    (shutil.rmtree if os.path.isdir(target) else os.remove)(target)       # do as told
+    code, _, err = run(capsys, custom_args(root, out, "OPTIM.MAX_EPOCH", 2, "TRAIN.CHECKPOINT_FREQ", 1))
+    assert code == 0, err
+    assert read_json(out / "results.json")["epoch"] == 2
