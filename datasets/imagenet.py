@@ -1,12 +1,11 @@
 import bisect
 import os
-import random
 from collections.abc import Sequence
 
-from e2mim_engine.data import (CLASSNAMES_SOURCE, DATASET_REGISTRY, BenchmarkDataset, Datum, all_shots_note,
-                               dataset_writes_allowed, index_class_folders, read_classnames, save_dataset_file)
+from e2mim_engine.data import (CLASSNAMES_SOURCE, DATASET_REGISTRY, BenchmarkDataset, Datum, index_class_folders,
+                               read_classnames)
+from e2mim_engine.data.splits import split_entries
 from e2mim_engine.errors import DataError
-from e2mim_engine.utils import logger, read_json, write_json
 
 INDEX_FILE = "images_index.json"
 
@@ -104,61 +103,38 @@ class ImageNet(BenchmarkDataset):
                     raise DataError(f"ImageNet: the class folder {os.path.join(d, folder)} has no images. The "
                                     f"archive may be half-extracted: extract that class again.")
 
-    def few_shot(self, cfg, train, val):
-        """CoOp draws ImageNet's few-shot train only (val stays the full val/test set).
+    # CoOp draws ImageNet's few-shot train only (val stays the full val/test set), straight
+    # from the index (BenchmarkDataset.few_shot does the caching).
+    def all_shots(self, train, val):
+        return (train.materialize() if isinstance(train, FolderItems) else train), val
 
-        Dassl's draw: per label in order of first appearance (= folder order here),
+    def draw_few_shot(self, train, val, k, rng):
+        """Dassl's draw: per label in order of first appearance (= folder order here),
         ``random.sample(items, K)``; ``sample`` picks positions from the length alone, so
         sampling the file names of a folder picks the same items as sampling its Datums."""
-        k, seed = cfg.DATASET.NUM_SHOTS, cfg.SEED
-        if k < 1:
-            logger.info(all_shots_note(k))
-            return (train.materialize() if isinstance(train, FolderItems) else train), val
         if not isinstance(train, FolderItems):
             raise TypeError("ImageNet.few_shot expects the FolderItems made by load_splits")
-        if seed < 0:
-            logger.info("SEED < 0: the few-shot draw is random and not cached")
-            return self.draw(train, k, random.Random()), val
-        path = os.path.join(self.split_fewshot_dir, f"shot_{k}-seed_{seed}.json")
-        if os.path.exists(path):
-            logger.info(f"Loading preprocessed few-shot data from {path}")
-            items = self.read_cached_draw(train, path)
-            if items is not None:
-                return items, val
-            logger.info(f"The few-shot cache {path} does not match the data; drawing again")
-        logger.info(f"Creating a {k}-shot dataset")
-        items = self.draw(train, k, random.Random(seed))
-        if dataset_writes_allowed():
-            rel = [[os.path.relpath(d.impath, self.image_dir).replace(os.sep, "/"), d.label, d.classname]
-                   for d in items]
-            if save_dataset_file(path, lambda: write_json({"train": rel}, path), "few-shot draw"):
-                logger.info(f"Saving preprocessed few-shot data to {path}")
-        return items, val
-
-    @staticmethod
-    def draw(train, k, rng):
         out = []
         for label, (folder, names) in enumerate(train.part):
             chosen = rng.sample(names, k) if len(names) >= k else names
             prefix, cname = os.path.join(train.split_dir, folder) + os.sep, train.classnames[folder]
             out += [Datum(prefix + n, label, classname=cname) for n in chosen]
-        return out
+        return out, val
 
-    def read_cached_draw(self, train, path):
+    def few_shot_entries(self, train, val):
+        return {"train": split_entries(train, self.image_prefix())}
+
+    def read_few_shot(self, data, train, val):
         """The cached items if every one is still in the index (checked by bisection), else None."""
-        try:
-            entries = read_json(path)["train"]
-            pos = {folder: label for label, (folder, _) in enumerate(train.part)}
-            out = []
-            for rel, _, _ in entries:
-                split, folder, name = rel.split("/")
-                label = pos[folder]
-                names = train.part[label][1]
-                j = bisect.bisect_left(names, name)
-                if split != "train" or j == len(names) or names[j] != name:
-                    return None
-                out.append(Datum(os.path.join(train.split_dir, folder, name), label,
-                                 classname=train.classnames[folder]))
-            return out
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
+        pos = {folder: label for label, (folder, _) in enumerate(train.part)}
+        out = []
+        for rel, _, _ in data["train"]:
+            split, folder, name = rel.split("/")
+            label = pos[folder]
+            names = train.part[label][1]
+            j = bisect.bisect_left(names, name)
+            if split != "train" or j == len(names) or names[j] != name:
+                return None
+            out.append(Datum(os.path.join(train.split_dir, folder, name), label, classname=train.classnames[folder]))
+        return out, val
+

@@ -18,6 +18,7 @@ from e2mim_engine import __version__
 from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
+from e2mim_engine.method_config import parse_view, view_items
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
@@ -119,10 +120,34 @@ class ClipTrainer(TrainerBase):
     """
 
     node = None
+    # A method's own keys as a frozen dataclass (e2mim_engine.method_config), or None: read
+    # once, through self.hparams.
+    config_view = None
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.configure_text_encoders()
+
+    @functools.cached_property
+    def hparams(self):
+        """The method's node parsed once into its config_view (checked: a ConfigError names
+        the key), or None for a method without one."""
+        if self.config_view is None:
+            return None
+        return parse_view(self.config_view, self.cfg_node(), self.config_prefix())
+
+    def config_prefix(self):
+        """The node's name as errors about its keys say it."""
+        return f"TRAINER.{self.node}"
+
+    def hyperparameters(self):
+        """Every key of the method's node, by full name (the parsed value where the method
+        has a view): what results.json records as "hyperparameters"."""
+        prefix = f"TRAINER.{self.node}"
+        out = {f"{prefix}.{k}": v for k, v in self.cfg_node().items()}
+        if self.hparams is not None:
+            out.update(view_items(self.hparams, prefix))
+        return out
 
     def configure_text_encoders(self):
         """MODEL.TEXT_ENCODER.CHECKPOINT, read here only: set on every text encoder the method

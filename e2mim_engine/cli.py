@@ -20,14 +20,19 @@ def build_parser():
     p.add_argument("--root", type=str, default="", help="path to dataset")
     p.add_argument("--output-dir", type=str, default="", help="output directory")
     p.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
-    p.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    p.add_argument("--seed", type=int, default=-1, help="a seed >= 0 fixes every random draw (the few-shot "
+                   "draw included); the default -1 draws at random")
     p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
     p.add_argument("--config-file", type=str, default="", help="path to config file")
     p.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
-    p.add_argument("--trainer", type=str, default="", help="name of trainer")
-    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    trainers = ", ".join(sorted(name for name, _ in TRAINER_REGISTRY.items()))
+    p.add_argument("--trainer", type=str, default="",
+                   help=f"name of trainer ({trainers})" if trainers else "name of trainer")
+    p.add_argument("--backbone", type=str, default="",
+                   help="the CLIP (MODEL.BACKBONE.NAME): a CLIP name (RN50, ViT-B/16, ...; weights in "
+                        "~/.cache/clip), a weight file, a locally built one (compworld-tiny) or random:<shape>")
     p.add_argument("--head", type=str, default="", help="name of head")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")

@@ -7,7 +7,6 @@ evaluates and writes results.json.
 """
 import datetime
 import os
-import re
 import time
 from collections import OrderedDict
 
@@ -15,18 +14,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import (epoch_file, learnable_state_dict, load_checkpoint, prune_epoch_files, read_checkpoint_file,
-                         save_checkpoint)
+from .checkpointer import Checkpointer
 from .data.data_manager import DataManager
-from .data.feature_cache import CachedFeatureLoader, FeatureStore, cache_root, cached_features, cached_views, image_key
+from .data.feature_cache import CachedFeatureLoader
 from .device import resolve_precision, select_device
 from .errors import ConfigError, UserError
 from .evaluation import build_evaluator
+from .feature_caches import FeatureCaches
 from .optim import build_lr_scheduler, build_optimizer
 from .registry import Registry
-from .run import check_identity, config_items, declared_keys, read_manifest, run_identity, write_manifest
+from .run import config_items, declared_keys, run_identity
 from .seeding import epoch_seed, set_random_seed
-from .utils import AverageMeter, MetricMeter, logger, read_json, remove_stale_temp_files, write_json
+from .utils import AverageMeter, MetricMeter, logger, read_json, write_json
 
 TRAINER_REGISTRY = Registry("trainer")
 DIAGNOSTICS_FILE = "diagnostics.json"   # per-epoch rows of TrainerBase.epoch_diagnostics()
@@ -75,18 +74,25 @@ class TrainerBase:
         self.validate_cfg(cfg)
         self.check_cfg(cfg)
         self.device = select_device(cfg.USE_CUDA)
-        self.start_epoch = self.epoch = 0
+        self.pin_memory = torch.cuda.is_available() and cfg.USE_CUDA
+        self.start_epoch = self.epoch = self.batch_idx = 0
+        self.num_batches = None  # set by run_epoch; train_step outside the loop leaves it unknown
+        self.model_mode = None
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.build_data_loader()
         self.build_model()
-        self._identity_keys = declared_keys(type(self))
-        self.identity = run_identity(cfg, self.backbone_sha256, self._identity_keys)
+        keys = declared_keys(type(self))
+        self.identity = run_identity(cfg, self.backbone_sha256, keys)
+        # the collaborators: checkpoints + resume + manifest, and the feature caches
+        self.checkpointer = Checkpointer(self._models, self._optims, self._scheds, self.identity,
+                                         config_items(cfg, keys), cfg.TRAIN.CHECKPOINT_FREQ,
+                                         published=self.published_checkpoint)
+        self.feature_caches = FeatureCaches(cfg.DATALOADER.FEATURE_CACHE.DIR, self.encode_frozen,
+                                            self.frozen_feature_identity, self.device, cfg.SEED,
+                                            num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=self.pin_memory)
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
-        self._feature_stores, self._eval_features = {}, {}
-        # Images served from / encoded into the feature caches by this trainer (all splits).
-        self.feature_cache_stats = {"eval_hits": 0, "eval_encoded": 0, "train_hits": 0, "train_encoded": 0}
 
     # ---- hooks a method fills in -------------------------------------------------------
     def validate_cfg(self, cfg):
@@ -117,8 +123,7 @@ class TrainerBase:
         pass
 
     def build_data_loader(self):
-        dm = DataManager(self.cfg, train_batch_sampler=self.train_batch_sampler,
-                         pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA)
+        dm = DataManager(self.cfg, train_batch_sampler=self.train_batch_sampler, pin_memory=self.pin_memory)
         self.dm = dm
         self.train_loader_x, self.val_loader, self.test_loader = dm.train_loader_x, dm.val_loader, dm.test_loader
         self.num_classes, self.lab2cname, self.classnames = dm.num_classes, dm.lab2cname, dm.classnames
@@ -173,6 +178,11 @@ class TrainerBase:
         """Extra fields for results.json (e.g. the templates a method used)."""
         return {}
 
+    def hyperparameters(self):
+        """{full config key: value} of every method setting that changes what the method
+        computes (its loss, its prediction), recorded in results.json as "hyperparameters"."""
+        return {}
+
     def encode_frozen(self, images):
         """The frozen image function of a method with frozen_*_features: features [B, D]
         (float32) of a batch of transformed images, without autograd. These are cached."""
@@ -214,6 +224,11 @@ class TrainerBase:
     def set_model_mode(self, mode="train", names=None):
         for name in self.get_model_names(names):
             self._models[name].train(mode == "train")
+        self.model_mode = mode  # what train_step / eval_step find, so they switch only when needed
+
+    def num_trainable_params(self):
+        """Parameters the optimizers update (those of the registered models that require grad)."""
+        return sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
 
     def update_lr(self, names=None):
         for name in self.get_model_names(names):
@@ -229,8 +244,7 @@ class TrainerBase:
     def detect_anomaly(self, loss):
         if not torch.isfinite(loss).all():
             what = "NaN" if torch.isnan(loss).any() else "infinite"
-            batch = getattr(self, "batch_idx", 0) + 1
-            nb = getattr(self, "num_batches", "?")
+            batch, nb = self.batch_idx + 1, self.num_batches or "?"
             raise UserError(
                 f"The loss became {what} at epoch {self.epoch + 1}/{self.max_epoch}, batch {batch}/{nb} "
                 f"(lr {self.get_current_lr():.4e}): training stopped. Nothing of this epoch was saved; a "
@@ -265,107 +279,17 @@ class TrainerBase:
         self.model_backward(loss)
         self.model_update(names)
 
-    # ---- checkpoints -------------------------------------------------------------------
-    def _checkpoint_state(self, name, epoch, val_result):
-        model = self._models[name]
-        state = learnable_state_dict(model)
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise UserError(f"The learnable tensors {bad} of '{name}' hold NaN or infinite values after epoch "
-                            f"{epoch + 1}: training stopped without saving them, so a restart resumes from the "
-                            f"last good epoch. Try a lower OPTIM.LR, or PREC fp32.")
-        return {"state_dict": state, "epoch": epoch + 1,
-                "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
-                "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
-                "val_result": val_result, "identity": dict(self.identity)}
-
+    # ---- checkpoints (e2mim_engine.checkpointer) ---------------------------------------
     def save_model(self, epoch, directory, val_result=None, model_name=""):
-        """Write <directory>/<name>/model.pth.tar-<epoch+1> (or model_name) for every model.
-
-        Epoch files of all models are written first, then the manifest that names them (the
-        unit a restart resumes from), then older epoch files are pruned: a kill at any instant
-        leaves one complete epoch for all models."""
-        states = {name: self._checkpoint_state(name, epoch, val_result) for name in self.get_model_names()}
-        files = {name: save_checkpoint(states[name], os.path.join(directory, name), model_name=model_name)
-                 for name in states}
-        if model_name or not files:
-            return
-        write_manifest(directory, epoch + 1, files, self.identity, config_items(self.cfg, self._identity_keys))
-        for name, fname in files.items():
-            prune_epoch_files(os.path.join(directory, name), {fname}, self._keep_epoch_file)
-
-    def _keep_epoch_file(self, epoch):
-        """Epoch files that stay on disk: CHECKPOINT_FREQ multiples and the last epoch.
-        Others are written for resuming and removed when the next one lands."""
-        f = self.cfg.TRAIN.CHECKPOINT_FREQ
-        return epoch == self.max_epoch or (f > 0 and epoch % f == 0)
-
-    def _resume_files(self, directory):
-        """{model name: epoch file} to resume from: the manifest's (identity checked), or for a
-        folder written without one, each model's checkpoint file (all of the same epoch)."""
-        names = self.get_model_names()
-        manifest = read_manifest(directory)
-        if manifest is not None:
-            check_identity(directory, manifest.get("identity", {}), self.identity, manifest.get("config"),
-                           config_items(self.cfg, self._identity_keys))
-            files = manifest["models"]
-            if sorted(files) != sorted(names):
-                raise UserError(f"{directory} holds checkpoints of the models {sorted(files)}, this run has "
-                                f"{sorted(names)}: it was written by another trainer. Use a new --output-dir.")
-            missing = [os.path.join(directory, n, f) for n, f in files.items()
-                       if not os.path.isfile(os.path.join(directory, n, f))]
-            if missing:
-                raise UserError(f"The checkpoint manifest of {directory} names files that are gone: {missing}. "
-                                f"Delete the folder to start over.")
-            return files, manifest["epoch"]
-        found = {n: read_checkpoint_file(os.path.join(directory, n)) for n in names}
-        if not names or all(f is None for f in found.values()):
-            return None, 0
-        if any(f is None for f in found.values()):
-            have = [n for n, f in found.items() if f]
-            lack = [n for n, f in found.items() if not f]
-            raise UserError(f"{directory} holds checkpoints for {have} but not for {lack}: it was written by a "
-                            f"run with other settings. Use a new --output-dir, or delete the folder to start over.")
-        epochs = {n: int(f.rsplit("-", 1)[1]) if f.startswith("model.pth.tar-") else None for n, f in found.items()}
-        if len(set(epochs.values())) > 1:
-            raise UserError(f"{directory} holds checkpoints of different epochs ({epochs}): the run was "
-                            f"interrupted while saving. Delete the folder to start over.")
-        return found, next(iter(epochs.values()))
+        """Write every model's checkpoint of ``epoch`` (0-based) to ``directory`` (the epoch
+        files, then the manifest; or ``model_name`` alone, e.g. the best-validation file)."""
+        self.checkpointer.save(epoch, directory, self.max_epoch, val_result=val_result, model_name=model_name)
 
     def resume_model_if_exist(self, directory):
-        for name in self.get_model_names():
-            remove_stale_temp_files(os.path.join(directory, name))
-        remove_stale_temp_files(directory)
-        files, _ = self._resume_files(directory)
-        if files is None:
-            return 0
-        logger.info("*" * 60)
-        logger.info(f"Found checkpoint at {directory} (will resume training)")
-        logger.info("*" * 60)
-        start_epoch = 0
-        # the files belong together (manifest): starting over means without all of them
-        restart = f"delete the folder {directory} to start this run over, or train into a new --output-dir"
-        for name, fname in files.items():
-            path = os.path.join(directory, name, fname)
-            ckpt = load_checkpoint(path, unreadable_hint=restart)
-            if ckpt.get("identity") is not None:
-                check_identity(path, ckpt["identity"], self.identity)
-            logger.info(f'Loading checkpoint from "{path}"')
-            self._load_state(name, ckpt["state_dict"], path)
-            if self._optims[name] is not None and ckpt.get("optimizer"):
-                self._optims[name].load_state_dict(ckpt["optimizer"])
-                logger.info("Loaded optimizer")
-            if self._scheds[name] is not None and ckpt.get("scheduler"):
-                self._scheds[name].load_state_dict(ckpt["scheduler"])
-                logger.info("Loaded scheduler")
-            start_epoch = ckpt["epoch"]
-            logger.info(f"Previous epoch: {start_epoch}")
-        best = os.path.join(directory, self.get_model_names()[0], "model-best.pth.tar")
-        if os.path.isfile(best):
-            # best_val selection continues against the best result seen before the restart
-            val = load_checkpoint(best, unreadable_hint=restart).get("val_result")
-            if val is not None:
-                self.best_result = val
+        """Resume models, optimizers and schedulers from ``directory``; returns the epochs done."""
+        start_epoch, best = self.checkpointer.resume(directory)
+        if best is not None:
+            self.best_result = best
         return start_epoch
 
     def load_model(self, directory, epoch=None, names=None):
@@ -376,50 +300,9 @@ class TrainerBase:
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = "model-best.pth.tar" if epoch is None else epoch_file(epoch)
-        fmt = self.published_checkpoint
-        for name in self.get_model_names(names):
-            path = os.path.join(directory, name, model_file)
-            if not os.path.exists(path) and fmt is not None and len(self._models) == 1:
-                path = os.path.join(directory, fmt.folder, model_file)
-            if not os.path.exists(path):
-                raise UserError(f'Model not found at "{os.path.join(directory, name, model_file)}". --model-dir '
-                                f'should be the OUTPUT_DIR of a training run and --load-epoch an epoch whose file '
-                                f'exists there.')
-            ckpt = load_checkpoint(path, unreadable_hint="evaluate another epoch (--load-epoch) or the model of "
-                                                         "another run")
-            state, optional = ckpt["state_dict"], ()
-            if ckpt.get("identity") is None and fmt is not None and \
-                    os.path.basename(os.path.dirname(path)) == fmt.folder:
-                # written by the published trainer: its names, maybe the whole CLIP model
-                state, optional = fmt.our_state_dict(state), fmt.not_saved
-                logger.info(f"{path} was written by the published {self.cfg.TRAINER.NAME} code (Dassl's layout, "
-                            f"no run identity): {len(state)} of its tensors are {name}'s")
-            logger.info(f'Loading weights to {name} from "{path}" (epoch = {ckpt.get("epoch")})')
-            self._load_state(name, state, path, optional)
-            if isinstance(ckpt.get("epoch"), int):
-                self.epoch = ckpt["epoch"] - 1  # so results.json names the epoch evaluated
-
-    def _load_state(self, name, state_dict, path, optional=()):
-        """Copy ``state_dict`` into model ``name``; every learnable tensor must be there (but
-        those matching a regex of ``optional``) with its shape, and nothing else."""
-        model = self._models[name]
-        # A module may name buffers that belong to the run rather than to the checkpoint
-        # (a prompt learner's class-name embeddings: CoOp saves them, a new class set differs).
-        ignored = set(getattr(model, "checkpoint_ignored_keys", ()))
-        state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in ignored}
-        expected = learnable_state_dict(model)
-        missing = [k for k in expected if k not in state_dict and not any(re.search(o, k) for o in optional)]
-        unexpected = [k for k in state_dict if k not in expected]
-        bad_shape = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-        if missing or unexpected or bad_shape:
-            raise UserError(f"The checkpoint {path} does not fit model '{name}': missing {missing}, "
-                            f"unexpected {unexpected}, shape mismatch {bad_shape}. It was probably trained "
-                            f"with other settings (e.g. N_CTX, CSC or the number of classes with CSC=True).")
-        with torch.no_grad():
-            for k, v in model.state_dict(keep_vars=True).items():
-                if k in state_dict:
-                    v.copy_(state_dict[k].to(v.dtype))
+        loaded = self.checkpointer.load(directory, epoch, self.get_model_names(names))
+        if loaded is not None:
+            self.epoch = loaded - 1  # so results.json names the epoch evaluated
 
     # ---- tensorboard -------------------------------------------------------------------
     def init_writer(self, log_dir):
@@ -438,58 +321,27 @@ class TrainerBase:
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
 
-    # ---- feature caches (e2mim_engine.data.feature_cache) ------------------------------
+    # ---- feature caches (e2mim_engine.feature_caches) ---------------------------------
+    @property
+    def feature_cache_stats(self):
+        """Images served from / encoded into the feature caches by this run (all splits)."""
+        return self.feature_caches.stats
+
     def eval_feature_cache_on(self):
         return bool(self.frozen_eval_features and self.cfg.DATALOADER.FEATURE_CACHE.EVAL)
 
     def feature_store(self, transform, views=False):
-        """The store of this run's frozen function and ``transform`` (seeded training views
-        with ``views``), one object per run."""
-        identity = dict(self.frozen_feature_identity(), transform=repr(transform))
-        if views:
-            identity["views"] = "seeded per image and view (e2mim_engine.data.feature_cache.view_seed)"
-        store = FeatureStore(cache_root(self.cfg.DATALOADER.FEATURE_CACHE.DIR), identity)
-        return self._feature_stores.setdefault(store.id, store)
-
-    def _loader_kw(self):
-        return dict(num_workers=self.cfg.DATALOADER.NUM_WORKERS,
-                    pin_memory=torch.cuda.is_available() and self.cfg.USE_CUDA)
+        return self.feature_caches.store(transform, views)
 
     def cached_eval_features(self, loader):
-        """(features [N, D], labels [N]) of an evaluation loader's images, from the feature
-        cache where it has them. Kept in memory too: later test() calls of the run (best_val
-        evaluates every epoch) re-check each image's size and time, and read nothing."""
-        ds = loader.dataset
-        keys = [image_key(d.impath) for d in ds.data_source]
-        memo = self._eval_features.get(id(loader))
-        if memo is not None and memo[0] == keys:
-            self.feature_cache_stats["eval_hits"] += len(keys)
-            return memo[1], memo[2]
-        store = self.feature_store(ds.transform)
-        feats, hits, encoded = cached_features(store, ds.data_source, ds.transform, self.encode_frozen, self.device,
-                                               self.cfg.DATALOADER.TEST.BATCH_SIZE, keys=keys, **self._loader_kw())
-        self.feature_cache_stats["eval_hits"] += hits
-        self.feature_cache_stats["eval_encoded"] += encoded
-        labels = torch.as_tensor([d.label for d in ds.data_source], dtype=torch.long)
-        logger.info(f"Feature cache: {hits} of {len(keys)} images from {store.folder}, {encoded} encoded"
-                    + ("" if store.writable else " (not stored: the folder is not writable)"))
-        self._eval_features[id(loader)] = (keys, feats, labels)
-        return feats, labels
+        """(features [N, D], labels [N]) of an evaluation loader's images, through the cache."""
+        return self.feature_caches.eval_features(loader, self.cfg.DATALOADER.TEST.BATCH_SIZE)
 
     def cached_train_loader(self):
         """The training loader on DATALOADER.FEATURE_CACHE.TRAIN_VIEWS cached views per image."""
-        loader, k = self.train_loader_x, self.cfg.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS
-        ds = loader.dataset
-        store = self.feature_store(ds.transform, views=True)
         self.set_model_mode("eval")
-        feats, hits, encoded = cached_views(store, ds.data_source, ds.transform, self.encode_frozen, k, self.device,
-                                            self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, **self._loader_kw())
-        self.feature_cache_stats["train_hits"] += hits
-        self.feature_cache_stats["train_encoded"] += encoded
-        logger.info(f"Training on cached features: {k} augmented views of each of the {len(ds.data_source)} "
-                    f"training images ({hits} from {store.folder}, {encoded} encoded); one view per image and "
-                    f"epoch (DATALOADER.FEATURE_CACHE.TRAIN_VIEWS)")
-        return CachedFeatureLoader(loader, feats, [d.label for d in ds.data_source], self.cfg.SEED)
+        return self.feature_caches.train_loader(self.train_loader_x, self.cfg.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS,
+                                                self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
 
     # ---- the loop ----------------------------------------------------------------------
     def train(self, start_epoch=None, max_epoch=None):
@@ -604,7 +456,7 @@ class TrainerBase:
         end = time.time()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             data_time.update(time.time() - end)
-            loss_summary = self.forward_backward(batch)
+            loss_summary = self.train_step(batch)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             if (self.batch_idx + 1) % freq == 0 or self.num_batches < freq:
@@ -627,28 +479,60 @@ class TrainerBase:
             end = time.time()
         self.update_lr()
 
+    # ---- one step, one evaluation: public, for the loop and for outside harnesses ------
+    def train_step(self, batch):
+        """One optimisation step on a training batch (a loader's dict: "img" or "feat",
+        "label", ...): the method's forward_backward with the models in train mode. Returns
+        its dict of scalars. The loop calls it for every batch; a benchmark or a harness may
+        call it on a built trainer without train() (epoch 0, batch count unknown)."""
+        if self.model_mode != "train":
+            self.set_model_mode("train")
+        return self.forward_backward(batch)
+
     @torch.no_grad()
-    def test(self, split=None):
-        """Evaluate on ``split`` (TEST.SPLIT by default); log Dassl's result block and, for
-        the final test split, write results.json. Returns the accuracy."""
+    def eval_step(self, input):
+        """Logits [B, C] of one batch of images (or of their cached frozen features, for a
+        method with frozen_eval_features) in eval mode, without autograd: what evaluate()
+        runs per batch. Class features a method encodes once per evaluation are encoded by
+        the first call after a switch to eval mode."""
+        if self.model_mode != "eval":
+            self.set_model_mode("eval")
+        return self.model_inference(input)
+
+    def eval_loader(self, split=None):
+        """(split, loader) to evaluate: ``split`` or TEST.SPLIT; "val" falls back to the test
+        set when the dataset has no validation split."""
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            return split, self.val_loader
+        return ("test" if split == "val" else split), self.test_loader
+
+    @torch.no_grad()
+    def evaluate(self, split=None):
+        """The evaluator's results ({accuracy, error, macro_f1, total, correct, ...}) on
+        ``split`` (TEST.SPLIT by default), served from the evaluation feature cache where the
+        method allows it. Writes nothing; test() is evaluate() plus the logs and results.json."""
+        split, loader = self.eval_loader(split)
         self.set_model_mode("eval")
         self.evaluator.reset()
-        split = split or self.cfg.TEST.SPLIT
-        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
-        if split == "val" and self.val_loader is None:
-            split = "test"
-        logger.info(f"Evaluate on the *{split}* set")
         if self.eval_feature_cache_on() and hasattr(loader.dataset, "data_source"):
             feats, labels = self.cached_eval_features(loader)
             bs = self.cfg.DATALOADER.TEST.BATCH_SIZE
             for i in tqdm(range(0, len(labels), bs), disable=not self.cfg.VERBOSE, leave=False):
-                self.evaluator.process(self.model_inference(feats[i:i + bs].to(self.device)),
+                self.evaluator.process(self.eval_step(feats[i:i + bs].to(self.device)),
                                        labels[i:i + bs].to(self.device))
         else:
             for batch in tqdm(loader, disable=not self.cfg.VERBOSE, leave=False):
                 input, label = self.parse_batch_test(batch)
-                self.evaluator.process(self.model_inference(input), label)
-        results = self.evaluator.evaluate()
+                self.evaluator.process(self.eval_step(input), label)
+        return self.evaluator.evaluate()
+
+    def test(self, split=None):
+        """Evaluate on ``split`` (TEST.SPLIT by default); log Dassl's result block and, for
+        the final test split, write results.json. Returns the accuracy."""
+        split = self.eval_loader(split)[0]
+        logger.info(f"Evaluate on the *{split}* set")
+        results = self.evaluate(split)
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
         if split == self.cfg.TEST.SPLIT:
@@ -671,6 +555,9 @@ class TrainerBase:
         out["epoch"] = self.epoch + 1 if self._models else 0
         out["shots_drawn"] = getattr(self, "shots_drawn", None)
         out.update(self.result_metadata())
+        hp = self.hyperparameters()
+        if hp:
+            out["hyperparameters"] = hp
         diagnostics = self._read_diagnostics() if self._models else []
         if diagnostics:
             out["diagnostics"] = diagnostics

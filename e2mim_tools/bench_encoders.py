@@ -1,4 +1,4 @@
-"""``e2mim-benchmark --encoders``: the frozen encoders' forward variants, one by one.
+"""``e2mim-benchmark encoders``: the frozen encoders' forward variants, one by one.
 
 For each backbone (random weights) every variant below runs once per round, rounds
 interleaved (A B C ... A B C ...) so a machine whose load changes slows all alike; the table
@@ -20,9 +20,7 @@ text encoder (``--classes`` CoOp prompts, forward + backward to the context):
 import copy
 import time
 
-
-def _median(xs):
-    return sorted(xs)[len(xs) // 2]
+from .bench_timing import median, time_rounds
 
 
 def vit_flops(visual, batch):
@@ -141,7 +139,6 @@ def run_encoders(a):
                      ("text fwd+bwd: fused", text(enc_fused), tf, "text_out"),
                      ("text fwd+bwd: fused + checkpoint", text(enc_ckpt), tf, "text_out")]
 
-        times = {v[0]: [] for v in variants}
         diffs = {}
         for label, fn, _, kind in variants:  # warm-up, and exactness against the reference
             out = fn()
@@ -149,15 +146,11 @@ def run_encoders(a):
                 diffs[label] = float((out.float() - ref).abs().max())
             elif kind == "text_out":
                 diffs[label] = float((out.float() - text_ref).abs().max())
-        for _ in range(steps):
-            for label, fn, _, _ in variants:
-                t0 = time.perf_counter()
-                fn()
-                times[label].append(time.perf_counter() - t0)
-        mm_rate = matmul_flops / _median(times["matmul 1024^2 fp32"]) / 1e9
+        times = time_rounds({label: fn for label, fn, _, _ in variants}, steps)
+        mm_rate = matmul_flops / median(times["matmul 1024^2 fp32"]) / 1e9
         table = []
         for label, _, fl, kind in variants:
-            t = _median(times[label])
+            t = median(times[label])
             rate = fl / t / 1e9 if fl else None
             per = "" if label.startswith(("matmul", "conv1", "text")) else f"{1000 * t / B:.1f}"
             table.append([label, f"{1000 * t:.1f}", per, f"{rate:.1f}" if rate else "-",

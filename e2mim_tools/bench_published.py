@@ -1,6 +1,6 @@
 """Benchmark worker that drives the published CoOp trainer (KaiyangZhou/CoOp on Dassl.pytorch).
 
-Not a command of its own: ``e2mim-benchmark --published PATH...`` starts it in a subprocess
+Not a command of its own: ``e2mim-benchmark published PATH...`` starts it in a subprocess
 whose PYTHONPATH holds the user's copies of CoOp and Dassl.pytorch (and whatever those need),
 with a scratch folder as working directory (so CoOp's ``train.py`` is the one imported). Only
 this subprocess imports the published code; nothing of it is copied here.
@@ -9,18 +9,16 @@ It builds CoOp's trainer exactly as CoOp's train.py does (Dassl's default config
 ``extend_cfg``, ``build_trainer``) on a synthetic class list, with one change: CoOp's
 ``load_clip_to_cpu`` (which downloads weights) is replaced by CoOp's own ``clip.build_model``
 on the state dict our worker saved, so both sides run the same random weights. Then it
-answers the parent's commands on stdin, one per line: ``train`` (one timed
-``forward_backward``), ``eval`` (one timed ``model_inference``), ``done`` (print the RESULT
-line with peak memory and exit). Every answer is one line on stdout.
+answers the parent's commands on stdin, one per line (e2mim_tools.bench_timing.serve):
+``train`` (one timed ``forward_backward``), ``eval`` (one timed ``model_inference``),
+``done`` (print the RESULT line with peak memory and exit). Every answer is one line on stdout.
 """
 import argparse
 import importlib
-import json
 import os
 import sys
-import time
 
-from e2mim_tools.benchmark import peak_memory_mb
+from e2mim_tools.bench_timing import serve
 
 
 def _published_trainer(a):
@@ -90,10 +88,6 @@ def main():
     batch = {"img": img, "label": lab}
     t.batch_idx, t.num_batches = 0, 10**9  # never the epoch's last batch: no LR step
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     def train_step():
         t.set_model_mode("train")
         t.forward_backward(batch)
@@ -106,23 +100,9 @@ def main():
     for _ in range(a.warmup):
         train_step()
         eval_step()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     out = {"trainer": "CoOp (published)", "precision": a.prec,
            "trainable_params": sum(p.numel() for p in t.model.parameters() if p.requires_grad)}
-    print("READY", file=real_stdout, flush=True)
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd in ("train", "eval"):
-            sync()
-            t0 = time.perf_counter()
-            train_step() if cmd == "train" else eval_step()
-            sync()
-            print(f"T {time.perf_counter() - t0:.6f}", file=real_stdout, flush=True)
-        elif cmd == "done":
-            break
-    out["peak_mem_mb"] = peak_memory_mb(dev)
-    print("RESULT " + json.dumps(out), file=real_stdout, flush=True)
+    serve({"train": train_step, "eval": eval_step}, dev, out, stdout=real_stdout)
 
 
 if __name__ == "__main__":

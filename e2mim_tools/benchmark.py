@@ -1,44 +1,61 @@
 """Throughput and peak memory per trainer on a CLIP shape with random weights.
 
-For each (backbone, trainer) a fresh process builds the trainer exactly as train.py does
-(on a synthetic class list, images generated in memory so disk and JPEG decoding are not
-timed), runs warm-up steps, then times training steps (forward_backward: forward, backward
-and optimizer step) and evaluation batches (model_inference without autograd).
+Subcommands (one timing loop, e2mim_tools.bench_timing; the rows are dicts with the fields
+of ROW_FIELDS, printed as a table and written with --json):
 
-  e2mim-benchmark --backbones random:tiny random:ViT-B/16 --trainers ZeroshotCLIP CoOp
-  e2mim-benchmark --device cuda --classes 1000 --batch 32 --opts TRAINER.COOP.PREC fp16
-  e2mim-benchmark --backbones random:ViT-B/16 --repeat 3 \
+  steps       for each (backbone, trainer entry) a fresh process builds the trainer exactly
+              as train.py does (on a synthetic class list, images generated in memory so
+              disk and JPEG decoding are not timed), warms up, then times training steps
+              (the trainer's public train_step: forward, backward and optimizer step) and
+              evaluation batches (eval_step: model_inference without autograd).
+  precisions  steps, once per precision (PREC=<p> on each trainer's own node), plus a table
+              with the precisions side by side.
+  encoders    the frozen encoders' forward variants against a 1024^2 fp32 matmul
+              (bench_encoders).
+  published   the published CoOp trainer (KaiyangZhou/CoOp on Dassl.pytorch; the given
+              folders form the PYTHONPATH of its subprocess, nothing else sees them) against
+              our CoOp, on the same random weights, alternating step by step (two worker
+              processes answering one step at a time), with ours/published ratios.
+
+  e2mim-benchmark steps --backbones random:tiny random:ViT-B/16 --trainers ZeroshotCLIP CoOp
+  e2mim-benchmark steps --device cuda --classes 1000 --batch 32 --opts TRAINER.COOP.PREC fp16
+  e2mim-benchmark steps --backbones random:ViT-B/16 --repeat 3 \\
       --trainers CoOp E2MIM E2MIM:TRAINER.E2MIM.MIX_LEVEL=feature
+  e2mim-benchmark precisions fp32 bf16 amp --trainers CoOp E2MIM
+  e2mim-benchmark encoders --backbones random:ViT-B/16 --batch 2 --steps 10 [--compile]
+  e2mim-benchmark published /tmp/CoOp /tmp/Dassl.pytorch [/tmp/deps] --backbones random:ViT-B/16
+  e2mim-benchmark published ... --cached-train-features   # ours on cached training features
 
 A trainer entry NAME:KEY=VALUE[,KEY=VALUE...] adds config pairs to that entry only (one
-table row per entry). Training time is the median of the timed steps; with --repeat R every
-entry runs R times, round-robin, and the fastest run is kept (shared machines).
---interleave times all entries of a backbone in one process with their steps alternating,
-which keeps ratios between entries fair when other jobs load the machine (times only).
+table row per entry; PREC=<p> is short for TRAINER.<the trainer's node>.PREC). Training time
+is the median of the timed steps; with --repeat R every entry runs R times, round-robin, and
+the fastest run is kept (shared machines). --interleave times all entries of a backbone in
+one process with their steps alternating, which keeps ratios between entries fair when other
+jobs load the machine (times only). --cached-train-features: our trainers step on frozen
+features, as with DATALOADER.FEATURE_CACHE.TRAIN_VIEWS (computed once, untimed).
 
-Peak memory: on CUDA the allocator's peak during the timed steps; on CPU the process's
-peak resident set size (includes the Python runtime and the frozen CLIP).
+Peak memory: on CUDA the allocator's peak during the timed steps; on CPU the process's peak
+resident set size (includes the Python runtime and the frozen CLIP).
 
-  e2mim-benchmark --trainers CoOp E2MIM --precisions fp32 bf16 amp
-  e2mim-benchmark --encoders --backbones random:ViT-B/16 --batch 2 --steps 10 [--compile]
-  e2mim-benchmark --published /tmp/CoOp /tmp/Dassl.pytorch [/tmp/deps] --backbones random:ViT-B/16
-  e2mim-benchmark --published ... --cached-train-features   # ours on cached training features
-
---precisions runs every entry once per precision (PREC=<p> on the trainer's own node; an
-entry may also say CoOp:PREC=bf16) and adds a table with the precisions side by side.
---encoders times the frozen encoders' forward variants against a 1024^2 fp32 matmul
-(bench_encoders). --published times the published CoOp trainer (KaiyangZhou/CoOp on
-Dassl.pytorch; the given folders form the PYTHONPATH of its subprocess, nothing else sees
-them) against our CoOp, on the same random weights, alternating step by step (two worker
-processes answering one step at a time), and prints ours/published ratios.
+The flags of the single-command version keep working (no subcommand: --encoders,
+--published PATH..., --precisions P... choose the subcommand; otherwise steps); two of them
+together are an error naming the subcommands.
 """
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
+
+from .bench_timing import median, peak_memory_mb, serve, time_rounds
+
+COMMANDS = ("steps", "precisions", "encoders", "published")
+PRECISIONS = ("fp32", "fp16", "amp", "bf16")
+PUBLISHED_PRECISIONS = ("fp16", "fp32", "amp")  # what CoOp's code accepts (its check_cfg)
+# A row: what was run (entry = the command-line entry; method, settings and
+# requested_precision = the entry parsed), where, and what was measured (None: not measured).
+ROW_FIELDS = ("backbone", "trainer", "method", "settings", "requested_precision", "precision", "device", "classes",
+              "batch", "trainable_params", "train_img_s", "train_ms_img", "eval_img_s", "peak_mem_mb")
 
 
 def _setup(a):
@@ -73,23 +90,40 @@ def placeholder_dataset(name, num_classes):
     return name
 
 
-def _build(a, entry, tmp):
-    """A trainer for one entry NAME[:KEY=VALUE,...], built exactly as train.py does."""
-    from e2mim_engine.cli import build_parser, setup_cfg
-    from e2mim_engine.trainer import build_trainer
-    from e2mim_engine.seeding import set_random_seed
-
-    from e2mim_engine.trainer import TRAINER_REGISTRY
-
+def parse_entry(entry):
+    """NAME[:KEY=VALUE,...] -> (NAME, {KEY: VALUE}) (PREC left short)."""
     name, _, variant = entry.partition(":")
-    extra = [x for kv in variant.split(",") if kv for x in kv.split("=", 1)]
-    # PREC=<p> is short for TRAINER.<the trainer's node>.PREC=<p> (what --precisions adds)
+    settings = {}
+    for kv in variant.split(","):
+        if kv:
+            key, eq, value = kv.partition("=")
+            if not eq:
+                raise SystemExit(f"Trainer entry {entry!r}: {kv!r} is not KEY=VALUE "
+                                 f"(entries are NAME[:KEY=VALUE,KEY=VALUE...]).")
+            settings[key] = value
+    return name, settings
+
+
+def with_precision(entry, prec):
+    """The entry with PREC=<prec> added (what the precisions subcommand runs)."""
+    return f"{entry}{',' if ':' in entry else ':'}PREC={prec}"
+
+
+def _build(a, entry, tmp):
+    """A trainer for one entry NAME[:KEY=VALUE,...], built exactly as train.py does, and its row."""
+    from e2mim_engine.cli import build_parser, setup_cfg
+    from e2mim_engine.seeding import set_random_seed
+    from e2mim_engine.trainer import TRAINER_REGISTRY, build_trainer
+
+    name, settings = parse_entry(entry)
     node = getattr(TRAINER_REGISTRY.get(name), "node", None)
-    for i in range(0, len(extra), 2):
-        if extra[i] == "PREC":
+    extra = []
+    for key, value in settings.items():
+        if key == "PREC":
             if node is None:
                 raise SystemExit(f"{entry}: trainer {name} has no config node with a PREC key.")
-            extra[i] = f"TRAINER.{node}.PREC"
+            key = f"TRAINER.{node}.PREC"
+        extra += [key, value]
     argv = ["--trainer", name, "--backbone", a.backbone, "--output-dir", os.path.join(tmp, "out"),
             "--seed", "1", "DATASET.NAME", "_BenchClasses", "DATALOADER.NUM_WORKERS", "0",
             "DATALOADER.TRAIN_X.BATCH_SIZE", str(a.batch), "USE_CUDA", str(a.device == "cuda"),
@@ -97,10 +131,13 @@ def _build(a, entry, tmp):
     cfg = setup_cfg(build_parser().parse_args(argv))
     set_random_seed(1)
     t = build_trainer(cfg)
-    out = {"trainer": entry, "backbone": a.backbone, "device": a.device, "classes": a.classes, "batch": a.batch,
-           "precision": getattr(getattr(t, "precision", None), "name", "-"),
-           "trainable_params": sum(p.numel() for m in t._models.values() for p in m.parameters() if p.requires_grad)}
-    return t, cfg, out
+    row = dict.fromkeys(ROW_FIELDS)
+    row.update(backbone=a.backbone, trainer=entry, method=name,
+               settings={k: v for k, v in settings.items() if k != "PREC"},
+               requested_precision=settings.get("PREC"), device=a.device, classes=a.classes, batch=a.batch,
+               precision=getattr(getattr(t, "precision", None), "name", "-"),
+               trainable_params=t.num_trainable_params())
+    return t, cfg, row
 
 
 def _batch(a, cfg):
@@ -127,150 +164,58 @@ def _use_cached_features(a, t, batch):
     return batch
 
 
-def peak_memory_mb(device):
-    """The allocator's peak on CUDA, the process's peak resident set size on CPU (MiB)."""
-    import torch
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _timed(a, fn):
-    import torch
-
-    if a.device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if a.device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def _median(xs):
-    return sorted(xs)[len(xs) // 2]
-
-
-def single(a):
-    """One entry in this process: timings and peak memory."""
+def measure(a):
+    """Internal (--single): the entry --trainer, or with --interleave all of --trainers, in this
+    process; prints one RESULT line per entry. Training steps of all entries first (rounds
+    alternating between entries), then evaluation batches: a prompt method encodes its class
+    features once per switch to eval mode, as test() does, not per batch."""
     import torch
 
     _setup(a)
-    t, cfg, out = _build(a, a.trainer, a.tmp)
-    batch = _use_cached_features(a, t, _batch(a, cfg))
-    img, B = batch["img"], a.batch
     dev = torch.device(a.device)
+    entries = a.trainers if a.interleave else [a.trainer]
+    runs = []
+    for k, entry in enumerate(entries):
+        t, cfg, row = _build(a, entry, os.path.join(a.tmp, str(k)))
+        runs.append((t, _use_cached_features(a, t, _batch(a, cfg)), row))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if t._models:
-        t.set_model_mode("train")
-        t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
-        for _ in range(a.warmup):
-            t.forward_backward(batch)
-        # median step: robust to other jobs on the machine
-        dt = _median([_timed(a, lambda: t.forward_backward(batch)) for _ in range(a.steps)])
-        out["train_img_s"] = B / dt
-        out["train_ms_img"] = 1000 * dt / B
-    t.set_model_mode("eval")
-    with torch.no_grad():
-        for _ in range(a.warmup):
-            t.model_inference(img)
-        # one eval mode for all batches: methods that cache class text features reuse them
-        dt = _timed(a, lambda: [t.model_inference(img) for _ in range(a.steps)])
-        out["eval_img_s"] = B * a.steps / dt
-    out["peak_mem_mb"] = peak_memory_mb(dev)
-    print("RESULT " + json.dumps(out), flush=True)
-
-
-def interleaved(a):
-    """All entries in one process, their steps alternating (A B C A B C ...), so a machine
-    whose load changes during the run slows every entry alike; medians per entry. Peak
-    memory cannot be told apart per entry here (all models are resident): "-"."""
-    import torch
-
-    _setup(a)
-    runs = []
-    for k, entry in enumerate(a.trainers):
-        t, cfg, out = _build(a, entry, os.path.join(a.tmp, str(k)))
-        runs.append((t, _use_cached_features(a, t, _batch(a, cfg)), out, [], []))
-    for t, batch, _, _, _ in runs:
-        if t._models:
-            t.set_model_mode("train")
-            t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
-            for _ in range(a.warmup):
-                t.forward_backward(batch)
-    for _ in range(a.steps):
-        for t, batch, _, train_times, _ in runs:
-            if t._models:
-                train_times.append(_timed(a, lambda: t.forward_backward(batch)))
-    for t, *_ in runs:
-        t.set_model_mode("eval")
-    with torch.no_grad():
-        for t, batch, _, _, _ in runs:
-            for _ in range(a.warmup):
-                t.model_inference(batch["img"])
-        for _ in range(a.steps):
-            for t, batch, _, _, eval_times in runs:
-                eval_times.append(_timed(a, lambda: t.model_inference(batch["img"])))
-    for t, batch, out, train_times, eval_times in runs:
-        if train_times:
-            out["train_img_s"] = a.batch / _median(train_times)
-            out["train_ms_img"] = 1000 * _median(train_times) / a.batch
-        out["eval_img_s"] = a.batch / _median(eval_times)
-        out["peak_mem_mb"] = None
-        print("RESULT " + json.dumps(out), flush=True)
+    train = time_rounds({k: (lambda t=t, b=b: t.train_step(b)) for k, (t, b, _) in enumerate(runs)
+                         if t.get_model_names()}, a.steps, a.warmup, dev)
+    evals = time_rounds({k: (lambda t=t, b=b: t.eval_step(b["img"])) for k, (t, b, _) in enumerate(runs)},
+                        a.steps, a.warmup, dev)
+    for k, (_, _, row) in enumerate(runs):
+        if k in train:
+            row.update(train_img_s=a.batch / median(train[k]), train_ms_img=1000 * median(train[k]) / a.batch)
+        row["eval_img_s"] = a.batch / median(evals[k])
+        # with several entries resident, peak memory cannot be told apart per entry
+        row["peak_mem_mb"] = None if a.interleave else peak_memory_mb(dev)
+        print("RESULT " + json.dumps(row), flush=True)
 
 
 def worker(a):
-    """One entry in this process, driven by the parent over stdin (the protocol of
-    bench_published, so ours and the published trainer alternate step by step): build, warm
-    up, print READY; then answer ``train`` / ``eval`` with ``T <seconds>``; ``done`` prints
-    the RESULT line (peak memory over the whole run). ``--save-clip`` writes the frozen CLIP's
-    float32 state dict first, for the published side to load."""
+    """Internal (--worker): one entry driven by the parent over stdin (bench_timing.serve, the
+    protocol of bench_published, so ours and the published trainer alternate step by step).
+    ``--save-clip`` writes the frozen CLIP's float32 state dict first, for the published side."""
     import torch
 
     _setup(a)
-    t, cfg, out = _build(a, a.trainer, a.tmp)
+    t, cfg, row = _build(a, a.trainer, a.tmp)
     if a.save_clip:
         torch.save({k: v.float() for k, v in t.model.clip.state_dict().items()}, a.save_clip)
     batch = _use_cached_features(a, t, _batch(a, cfg))
-    dev = torch.device(a.device)
-    t.epoch, t.batch_idx, t.num_batches = 0, 0, 1
-
-    def train_step():
-        t.set_model_mode("train")
-        t.forward_backward(batch)
 
     def eval_prepare():
-        # as test() does: eval mode, class text features encoded once (not part of a batch's time)
+        # as test() does: eval mode, class features encoded once (not part of a batch's time)
         t.set_model_mode("eval")
-        encode = getattr(t, "eval_text_features", None)
-        if encode is not None:
-            with torch.no_grad():
-                encode()
+        t.eval_step(batch["img"])
 
-    def eval_step():
-        with torch.no_grad():
-            t.model_inference(batch["img"])
-
+    tasks = {"train": lambda: t.train_step(batch), "eval": lambda: t.eval_step(batch["img"])}
     for _ in range(a.warmup):
-        train_step()
+        tasks["train"]()
         eval_prepare()
-        eval_step()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    print("READY", flush=True)
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "eval":
-            eval_prepare()
-        if cmd in ("train", "eval"):
-            dt = _timed(a, train_step if cmd == "train" else eval_step)
-            print(f"T {dt:.6f}", flush=True)
-        elif cmd == "done":
-            break
-    out["peak_mem_mb"] = peak_memory_mb(dev)
-    print("RESULT " + json.dumps(out), flush=True)
+        tasks["eval"]()
+    serve(tasks, torch.device(a.device), row, prepare={"eval": eval_prepare})
 
 
 class _Worker:
@@ -309,7 +254,9 @@ class _Worker:
         return row
 
 
-PUBLISHED_PRECISIONS = ("fp16", "fp32", "amp")  # what CoOp's code accepts (its check_cfg)
+def _common_args(a):
+    return ["--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch), "--warmup", str(a.warmup),
+            "--threads", str(a.threads)]
 
 
 def published(a):
@@ -322,34 +269,32 @@ def published(a):
 
     missing = [p for p in a.published if not os.path.isdir(p)]
     if missing:
-        raise SystemExit(f"--published: {', '.join(missing)} is not a folder. Give the folders to put on the "
+        raise SystemExit(f"published: {', '.join(missing)} is not a folder. Give the folders to put on the "
                          f"published code's PYTHONPATH: a copy of github.com/KaiyangZhou/CoOp, one of "
                          f"github.com/KaiyangZhou/Dassl.pytorch and, if Dassl's requirements (gdown, "
                          f"wilds, pandas, ...) are not installed, a folder holding them.")
     bb = a.backbones[0]
     if len(a.backbones) > 1:
-        print(f"--published uses the first backbone only ({bb})", file=sys.stderr)
+        print(f"published uses the first backbone only ({bb})", file=sys.stderr)
     precs = [p for p in (a.precisions or ["fp32"]) if p in PUBLISHED_PRECISIONS]
     skipped = [p for p in (a.precisions or []) if p not in PUBLISHED_PRECISIONS]
     if skipped:
-        print(f"--published: the published CoOp has no {', '.join(skipped)} (it accepts "
+        print(f"published: the published CoOp has no {', '.join(skipped)} (it accepts "
               f"{', '.join(PUBLISHED_PRECISIONS)}); skipped", file=sys.stderr)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in a.published))
-    common = ["--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch),
-              "--warmup", str(a.warmup), "--threads", str(a.threads)]
     ours_only = ["--cached-train-features"] if a.cached_train_features else []
     table, rows = [], []
     for prec in precs:
         with tempfile.TemporaryDirectory() as tmp:
             clip_file = os.path.join(tmp, "clip.pt")
             ours = _Worker([sys.executable, "-m", "e2mim_tools.benchmark", "--worker", "--trainer",
-                            f"CoOp:PREC={prec}", "--backbone", bb, "--tmp", tmp, "--save-clip", clip_file,
-                            *common, *ours_only, *(["--opts", *a.opts] if a.opts else [])], f"our CoOp ({prec})",
-                           cwd=tmp)
+                            with_precision("CoOp", prec), "--backbone", bb, "--tmp", tmp, "--save-clip", clip_file,
+                            *_common_args(a), *ours_only, *(["--opts", *a.opts] if a.opts else [])],
+                           f"our CoOp ({prec})", cwd=tmp)
             pub_tmp = os.path.join(tmp, "published")
             os.makedirs(pub_tmp)
             theirs = _Worker([sys.executable, "-m", "e2mim_tools.bench_published", "--clip", clip_file,
-                              "--tmp", pub_tmp, "--prec", prec, *common], f"published CoOp ({prec})",
+                              "--tmp", pub_tmp, "--prec", prec, *_common_args(a)], f"published CoOp ({prec})",
                              env=env, cwd=pub_tmp)
             times = {(w, k): [] for w in ("ours", "theirs") for k in ("train", "eval")}
             for r in range(max(1, a.repeat)):
@@ -360,12 +305,12 @@ def published(a):
                         for w, proc in pair:
                             times[(w, k)].append(proc.time(k))
             row_o, row_t = ours.finish(), theirs.finish()
-        med = {key: _median(v) for key, v in times.items()}
+        med = {key: median(v) for key, v in times.items()}
         for w, row in (("ours", row_o), ("theirs", row_t)):
             row.update(backbone=bb, device=a.device, classes=a.classes, batch=a.batch,
                        train_img_s=a.batch / med[(w, "train")], eval_img_s=a.batch / med[(w, "eval")],
                        train_ms_img=1000 * med[(w, "train")] / a.batch)
-            rows.append(row)
+            rows.append({**dict.fromkeys(ROW_FIELDS), **row})
         table.append([prec, f"{row_o['train_img_s']:.2f}", f"{row_t['train_img_s']:.2f}",
                       f"{row_o['train_img_s'] / row_t['train_img_s']:.2f}x",
                       f"{row_o['eval_img_s']:.2f}", f"{row_t['eval_img_s']:.2f}",
@@ -379,70 +324,22 @@ def published(a):
                                    "ours peak MB", "published peak MB"], tablefmt="github"))
     print("ratio = ours / published (> 1: ours faster). Eval: one batch of each side's model_inference; the "
           "published CoOp re-encodes the class prompts every batch, ours once per evaluation (untimed, as in test()).")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    write_json(a, rows)
+    return 0
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbones", nargs="+", default=["random:tiny", "random:ViT-B/16"])
-    p.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP", "CoOp"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per entry (round-robin); the fastest is kept")
-    p.add_argument("--interleave", action="store_true",
-                   help="time all entries of a backbone in one process, steps alternating (fair on a "
-                        "busy machine; no per-entry peak memory)")
-    p.add_argument("--precisions", nargs="+", default=[], choices=["fp32", "fp16", "amp", "bf16"],
-                   help="run every trainer entry once per precision (its node's PREC), shown side by side")
-    p.add_argument("--published", nargs="+", default=[], metavar="PATH",
-                   help="time the published CoOp (KaiyangZhou/CoOp on Dassl.pytorch) against our CoOp, "
-                        "alternating step by step: the folders to put on its PYTHONPATH (CoOp, Dassl.pytorch, "
-                        "and a folder with Dassl's requirements if they are not installed)")
-    p.add_argument("--encoders", action="store_true",
-                   help="time the frozen encoders' variants (CLIP's forward, fused SDPA path, channels-last, "
-                        "torch.compile with --compile) against a 1024^2 fp32 matmul, interleaved")
-    p.add_argument("--compile", action="store_true", help="with --encoders: also time torch.compile")
-    p.add_argument("--cached-train-features", action="store_true",
-                   help="our trainers train on frozen features, as with DATALOADER.FEATURE_CACHE.TRAIN_VIEWS "
-                        "(the features are computed once, untimed; CoOp, KgCoOp, ProGrad, CoCoOp, ZeroshotCLIP)")
-    p.add_argument("--json", default="", help="also write the rows to this JSON file")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config pairs for every run")
-    # internal: run one combination in this process
-    p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--trainer", default="", help=argparse.SUPPRESS)
-    p.add_argument("--backbone", default="", help=argparse.SUPPRESS)
-    p.add_argument("--tmp", default="", help=argparse.SUPPRESS)
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--save-clip", default="", help=argparse.SUPPRESS)
-    a = p.parse_args()
-    if a.single:
-        return interleaved(a) if a.interleave else single(a)
-    if a.worker:
-        return worker(a)
-    if a.encoders:
-        from .bench_encoders import run_encoders
-        return run_encoders(a)
-    if a.published:
-        return published(a)
-    if a.precisions:
-        # one entry per (trainer entry, precision); PREC=<p> goes to the trainer's own node
-        a.trainers = [f"{tr}{',' if ':' in tr else ':'}PREC={p}" for tr in a.trainers for p in a.precisions]
-
+def steps(a):
+    """Every (backbone, trainer entry) in its own process (or, with --interleave, every
+    backbone's entries in one), --repeat times round-robin; the fastest run of each is kept.
+    Returns the exit status: 1 when an entry failed (the table still shows the others)."""
     import tempfile
 
-    failed = []  # the table still shows the others; the exit status says something failed
+    failed = []
 
     def run(trainer_args, bb, what):
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "e2mim_tools.benchmark", "--single", *trainer_args, "--backbone", bb,
-                   "--tmp", tmp, "--device", a.device, "--classes", str(a.classes), "--batch", str(a.batch),
-                   "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
+                   "--tmp", tmp, "--steps", str(a.steps), *_common_args(a)]
             if a.cached_train_features:
                 cmd.append("--cached-train-features")
             if a.opts:
@@ -456,67 +353,182 @@ def main():
         print(f"done: {what} on {bb}", file=sys.stderr, flush=True)
         return [json.loads(ln[len("RESULT "):]) for ln in lines]
 
-    def run_one(tr, bb):
-        rows = run(["--trainer", tr], bb, tr)
-        return rows[0] if rows else None
-
     if a.interleave:
         if a.repeat > 1:
             print("--repeat is ignored with --interleave (use --steps)", file=sys.stderr)
         rows = [r for bb in a.backbones
                 for r in run(["--interleave", "--trainers", *a.trainers], bb, " + ".join(a.trainers))]
-        report(a, rows)
-        return 1 if failed else 0
+    else:
+        best = {}  # (backbone, trainer entry) -> fastest run
 
-    best = {}  # (backbone, trainer entry) -> fastest run
-    for _ in range(max(1, a.repeat)):
-        for bb in a.backbones:
-            for tr in a.trainers:
-                row = run_one(tr, bb)
-                if row is None:
-                    continue
-                key = (bb, tr)
-                speed = row.get("train_img_s", row["eval_img_s"])
-                if key not in best or speed > best[key].get("train_img_s", best[key]["eval_img_s"]):
-                    best[key] = row
-    rows = [best[(bb, tr)] for bb in a.backbones for tr in a.trainers if (bb, tr) in best]
+        def speed(row):
+            return row["train_img_s"] if row.get("train_img_s") is not None else row["eval_img_s"]
+
+        for _ in range(max(1, a.repeat)):
+            for bb in a.backbones:
+                for tr in a.trainers:
+                    for row in run(["--trainer", tr], bb, tr):
+                        if (bb, tr) not in best or speed(row) > speed(best[(bb, tr)]):
+                            best[(bb, tr)] = row
+        rows = [best[(bb, tr)] for bb in a.backbones for tr in a.trainers if (bb, tr) in best]
     report(a, rows)
     return 1 if failed else 0
+
+
+def precisions(a):
+    """steps once per precision: PREC=<p> added to every trainer entry."""
+    a.trainers = [with_precision(tr, p) for tr in a.trainers for p in a.precisions]
+    return steps(a)
+
+
+def encoders(a):
+    from .bench_encoders import run_encoders
+    run_encoders(a)
+    return 0
+
+
+def _cell(v, fmt):
+    return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
 
 def report(a, rows):
     from tabulate import tabulate
 
-    def f(v, fmt):
-        return format(v, fmt) if isinstance(v, (int, float)) else "-"
-
-    table = [[r["backbone"], r["trainer"], r["precision"], f(r.get("train_img_s"), ".1f"),
-              f(r.get("train_ms_img"), ".1f"), f(r["eval_img_s"], ".1f"), f(r["peak_mem_mb"], ".0f"),
-              f(r["trainable_params"], ",")] for r in rows]
+    table = [[r["backbone"], r["trainer"], r["precision"], _cell(r.get("train_img_s"), ".1f"),
+              _cell(r.get("train_ms_img"), ".1f"), _cell(r["eval_img_s"], ".1f"), _cell(r["peak_mem_mb"], ".0f"),
+              _cell(r["trainable_params"], ",")] for r in rows]
     print(f"device={a.device} classes={a.classes} batch={a.batch} steps={a.steps} "
           f"threads={a.threads or 'default'} opts={' '.join(a.opts) or '-'}")
     print(tabulate(table, headers=["backbone", "trainer", "prec", "train img/s", "train ms/img", "eval img/s",
                                    "peak mem MB", "trainable"], tablefmt="github"))
-    if a.precisions and len(a.precisions) > 1 and rows:
-        # the same entries side by side, one column group per precision
-        by = {(r["backbone"], r["trainer"].rsplit("PREC=", 1)[0].rstrip(",:"), r["trainer"].rsplit("PREC=", 1)[-1]): r
-              for r in rows}
-        names = list(dict.fromkeys((bb, tr) for bb, tr, _ in by))
-        side = []
-        for bb, tr in names:
-            line = [bb, tr]
-            for p in a.precisions:
-                r = by.get((bb, tr, p), {})
-                line += [f(r.get("train_img_s"), ".2f"), f(r.get("eval_img_s"), ".2f"), f(r.get("peak_mem_mb"), ".0f")]
-            side.append(line)
-        heads = ["backbone", "trainer"] + [f"{p} {h}" for p in a.precisions
-                                           for h in ("train img/s", "eval img/s", "MB")]
+    if len(a.precisions) > 1 and rows:
         print()
         print("precisions side by side (prec column above: the precision actually used, e.g. fp16 on CPU runs fp32)")
-        print(tabulate(side, headers=heads, tablefmt="github"))
+        print(tabulate(*precisions_table(rows, a.precisions), tablefmt="github"))
+    write_json(a, rows)
+
+
+def precisions_table(rows, precs):
+    """(table, headers): one line per (backbone, trainer entry without PREC), one column group
+    per requested precision."""
+    def entry(r):
+        return r["method"] + "".join(f"{':' if i == 0 else ','}{k}={v}" for i, (k, v) in enumerate(r["settings"].items()))
+
+    by = {(r["backbone"], entry(r), r["requested_precision"]): r for r in rows}
+    table = []
+    for bb, name in dict.fromkeys((bb, name) for bb, name, _ in by):
+        line = [bb, name]
+        for p in precs:
+            r = by.get((bb, name, p), {})
+            line += [_cell(r.get("train_img_s"), ".2f"), _cell(r.get("eval_img_s"), ".2f"),
+                     _cell(r.get("peak_mem_mb"), ".0f")]
+        table.append(line)
+    heads = ["backbone", "trainer"] + [f"{p} {h}" for p in precs for h in ("train img/s", "eval img/s", "MB")]
+    return table, heads
+
+
+def write_json(a, rows):
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=2)
+
+
+# ---- command line --------------------------------------------------------------------------------
+def _common(p):
+    p.add_argument("--backbones", nargs="+", default=["random:tiny", "random:ViT-B/16"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (rounds) per entry")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--json", default="", help="also write the rows to this JSON file")
+
+
+def _trainer_flags(p, entries=True):
+    if entries:
+        p.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP", "CoOp"],
+                       help="trainer entries NAME[:KEY=VALUE,...]")
+        p.add_argument("--interleave", action="store_true",
+                       help="time all entries of a backbone in one process, steps alternating (fair on a "
+                            "busy machine; no per-entry peak memory)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per entry (round-robin); the fastest is kept")
+    p.add_argument("--cached-train-features", action="store_true",
+                   help="our trainers train on frozen features, as with DATALOADER.FEATURE_CACHE.TRAIN_VIEWS "
+                        "(the features are computed once, untimed; CoOp, KgCoOp, ProGrad, CoCoOp, ZeroshotCLIP)")
+
+
+def _opts(p):
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config pairs for every run")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="e2mim-benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    s = sub.add_parser("steps", help="train/eval throughput and peak memory per trainer entry")
+    _common(s), _trainer_flags(s), _opts(s)
+    s = sub.add_parser("precisions", help="steps once per precision, side by side")
+    s.add_argument("precisions", nargs="+", choices=PRECISIONS, metavar="PREC", help=" | ".join(PRECISIONS))
+    _common(s), _trainer_flags(s), _opts(s)
+    s = sub.add_parser("encoders", help="the frozen encoders' forward variants against a matmul")
+    _common(s)
+    s.add_argument("--compile", action="store_true", help="also time torch.compile")
+    s = sub.add_parser("published", help="our CoOp against the published CoOp, step by step")
+    s.add_argument("published", nargs="+", metavar="PATH",
+                   help="the folders to put on the published code's PYTHONPATH (CoOp, Dassl.pytorch, and a "
+                        "folder with Dassl's requirements if they are not installed)")
+    _common(s), _trainer_flags(s, entries=False), _opts(s)
+    s.add_argument("--precisions", nargs="+", default=[], choices=PRECISIONS,
+                   help="the precisions to compare (those the published CoOp accepts)")
+    return p
+
+
+def legacy_parser():
+    """The flags of the single-command version (and the internal --single / --worker)."""
+    p = argparse.ArgumentParser(prog="e2mim-benchmark", add_help=False)
+    _common(p), _trainer_flags(p)
+    p.add_argument("--precisions", nargs="+", default=[], choices=PRECISIONS)
+    p.add_argument("--published", nargs="+", default=[], metavar="PATH")
+    p.add_argument("--encoders", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    _opts(p)
+    # internal: one process of the steps/precisions subcommands, one worker of published
+    p.add_argument("--single", action="store_true")
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--trainer", default="")
+    p.add_argument("--backbone", default="")
+    p.add_argument("--tmp", default="")
+    p.add_argument("--save-clip", default="")
+    return p
+
+
+def parse_args(argv):
+    """The namespace of a subcommand (every attribute present: the legacy parser's defaults
+    fill the others); ``command`` is the subcommand, or "_single" / "_worker"."""
+    a = legacy_parser().parse_args([])
+    if argv and argv[0] in COMMANDS or not argv or argv[0] in ("-h", "--help"):
+        parsed = build_parser().parse_args(argv or ["steps"])
+        vars(a).update(vars(parsed))
+        return a
+    vars(a).update(vars(legacy_parser().parse_args(argv)))
+    if a.single or a.worker:
+        a.command = "_single" if a.single else "_worker"
+        return a
+    chosen = [c for c, on in (("encoders", a.encoders), ("published", a.published)) if on]
+    if a.precisions and not a.published:
+        chosen.append("precisions")
+    if len(chosen) > 1:
+        raise SystemExit(f"e2mim-benchmark: {' and '.join('--' + c for c in chosen)} are separate subcommands "
+                         f"now; run them one at a time: " + "; ".join(f"e2mim-benchmark {c} ..." for c in chosen))
+    a.command = chosen[0] if chosen else "steps"
+    return a
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else list(argv))
+    return {"_single": measure, "_worker": worker, "steps": steps, "precisions": precisions, "encoders": encoders,
+            "published": published}[a.command](a)
 
 
 if __name__ == "__main__":

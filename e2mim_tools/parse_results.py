@@ -25,7 +25,9 @@ def build_parser():
     p.add_argument("roots", nargs="+", help="output folders to search for runs")
     p.add_argument("--tables", nargs="+", default=["base2new", "xd", "dg", "fewshot"],
                    choices=["base2new", "xd", "dg", "fewshot"])
-    p.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, help="seeds every cell should have")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="seeds every cell should have (default: every seed found under the roots; the protocols "
+                        f"use {' '.join(map(str, DEFAULT_SEEDS))})")
     p.add_argument("--datasets", nargs="+", help="base-to-new / few-shot datasets (yaml names; default: all found)")
     p.add_argument("--xd-datasets", nargs="+", help="cross-dataset targets (default: all found)")
     p.add_argument("--dg-datasets", nargs="+", help="domain-generalization targets (default: all found)")
@@ -49,7 +51,7 @@ def main(argv=None):
         if not os.path.isdir(r):
             print(f"error: {r} is not a folder (pass the output folder the protocol scripts wrote to)", file=sys.stderr)
             return 2
-    report = build_report(a.roots, seeds=a.seeds, datasets=a.datasets, xd_datasets=a.xd_datasets,
+    report = build_report(a.roots, seeds=a.seeds or "found", datasets=a.datasets, xd_datasets=a.xd_datasets,
                           dg_datasets=a.dg_datasets, shots=a.shots, methods=a.methods, tables=a.tables,
                           ddof=1 if a.sample_std else 0, partial=a.partial, reported=not a.no_reported,
                           xd_source=a.xd_source)

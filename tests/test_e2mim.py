@@ -5,6 +5,7 @@ test_mixup_sampler.py); here: config, start-up errors, the training step (text-e
 calls, image-encoder batches, gradients, soft labels, ablations), checkpoints, new-class
 evaluation without the critic, resume, and determinism.
 """
+import dataclasses
 import json
 import math
 import os
@@ -247,8 +248,7 @@ def test_ensemble_inference_interpolates_the_views(demo_root, tmp_path):
     with torch.no_grad():
         p_s = soft.model_inference(image).softmax(-1)
         torch.testing.assert_close(ens.model_inference(image).exp(), p_s, atol=1e-6, rtol=1e-5)
-        ens.cfg.defrost()
-        ens.cfg.TRAINER.E2MIM.ENSEMBLE_WEIGHT = 0.0
+        ens.hparams = dataclasses.replace(ens.hparams, ensemble_weight=0.0)  # the view is read per call
         img = torch.nn.functional.normalize(ens.model.clip.encode_image(image).float(), dim=-1)
         p_h = (ens.model.logit_scale * img @ ens.text_h.t()).softmax(-1)
         torch.testing.assert_close(ens.model_inference(image).exp(), p_h, atol=1e-6, rtol=1e-5)

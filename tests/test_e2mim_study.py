@@ -242,7 +242,7 @@ def test_figure1_reading_mixtures_feed_only_the_mi_term(demo_root, tmp_path):
     """MIX_WEIGHT 0 (the default): the loss is CE - beta * MI, the CE sees the B clean rows
     only, and the critic sees the B clean and m mixed rows (MI_ON both)."""
     t = build(demo_root, str(tmp_path), "TRAINER.E2MIM.MI_WEIGHT", 2.0)
-    assert t.cfg.TRAINER.E2MIM.MIX_WEIGHT == 0.0 and t.mode["MIX_LEVEL"] == "feature"
+    assert t.cfg.TRAINER.E2MIM.MIX_WEIGHT == 0.0 and t.hparams.mix_level == "feature"
     rows = []
     orig = t.critic.forward
 

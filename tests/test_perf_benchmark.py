@@ -84,3 +84,68 @@ def test_cached_train_features_step_and_refusal():
     assert any(ln.startswith("| random:tiny") and "CoOp" in ln for ln in r.stdout.splitlines()), r.stdout
     r = subprocess.run(base + ["IVLP"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode != 0 and "IVLP cannot train on cached features" in (r.stdout + r.stderr)
+
+
+# ---- subcommands over one timing loop; rows as data -------------------------------------------
+def test_subcommands_and_the_old_flags_parse_to_the_same_thing():
+    from e2mim_tools.benchmark import parse_args
+
+    new = parse_args(["precisions", "fp32", "bf16", "--trainers", "CoOp", "--interleave"])
+    old = parse_args(["--precisions", "fp32", "bf16", "--trainers", "CoOp", "--interleave"])
+    for a in (new, old):
+        assert (a.command, a.precisions, a.trainers, a.interleave) == ("precisions", ["fp32", "bf16"], ["CoOp"], True)
+    assert parse_args(["--encoders", "--compile"]).command == parse_args(["encoders", "--compile"]).command == "encoders"
+    pub = parse_args(["--published", "/a", "/b", "--precisions", "fp32", "amp"])
+    assert (pub.command, pub.published, pub.precisions) == ("published", ["/a", "/b"], ["fp32", "amp"])
+    assert parse_args(["published", "/a", "--precisions", "amp"]).published == ["/a"]
+    assert parse_args([]).command == parse_args(["--trainers", "CoOp"]).command == "steps"
+    # two modes at once used to run one of them silently: now an error naming the subcommands
+    with pytest.raises(SystemExit, match=r"--encoders and --published are separate subcommands.*"
+                                         r"e2mim-benchmark encoders \.\.\.; e2mim-benchmark published"):
+        parse_args(["--encoders", "--published", "/a"])
+    with pytest.raises(SystemExit, match="--encoders and --precisions"):
+        parse_args(["--encoders", "--precisions", "fp32"])
+
+
+def test_time_rounds_alternates_and_warms_up():
+    from e2mim_tools.bench_timing import median, time_rounds
+
+    calls = []
+    times = time_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert [len(v) for v in times.values()] == [3, 3] and median([3, 1, 2]) == 2
+
+
+def test_precision_table_groups_by_the_rows_fields():
+    from e2mim_tools.benchmark import ROW_FIELDS, precisions_table
+
+    def row(method, settings, prec, used, train):
+        r = dict.fromkeys(ROW_FIELDS)
+        r.update(backbone="random:tiny", method=method, settings=settings, requested_precision=prec, precision=used,
+                 train_img_s=train, eval_img_s=2 * train)
+        return r
+
+    rows = [row("E2MIM", {"TRAINER.E2MIM.MIX_LEVEL": "image"}, "fp32", "fp32", 1.0),
+            row("E2MIM", {"TRAINER.E2MIM.MIX_LEVEL": "image"}, "fp16", "fp32", 3.0),  # fp16 on CPU runs fp32
+            row("CoOp", {}, "fp32", "fp32", 5.0)]
+    table, heads = precisions_table(rows, ["fp32", "fp16"])
+    assert heads[:5] == ["backbone", "trainer", "fp32 train img/s", "fp32 eval img/s", "fp32 MB"]
+    assert table == [["random:tiny", "E2MIM:TRAINER.E2MIM.MIX_LEVEL=image", "1.00", "2.00", "-", "3.00", "6.00", "-"],
+                     ["random:tiny", "CoOp", "5.00", "10.00", "-", "-", "-", "-"]]
+
+
+def test_steps_subcommand_writes_rows_with_every_field(tmp_path):
+    out = tmp_path / "rows.json"
+    r = subprocess.run([sys.executable, "-m", "e2mim_tools.benchmark", "steps", "--backbones", "random:tiny",
+                        "--trainers", "ZeroshotCLIP", "CoOp:OPTIM.LR=0.01", "--classes", "4", "--batch", "4",
+                        "--steps", "1", "--warmup", "1", "--threads", "1", "--interleave", "--json", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    from e2mim_tools.benchmark import ROW_FIELDS
+    rows = json.loads(out.read_text())
+    assert [list(r) for r in rows] == [list(ROW_FIELDS)] * 2
+    zs, coop = rows
+    assert (zs["method"], zs["train_img_s"], coop["method"], coop["settings"]) == (
+        "ZeroshotCLIP", None, "CoOp", {"OPTIM.LR": "0.01"})
+    assert coop["train_img_s"] > 0 and coop["eval_img_s"] > 0 and coop["trainable_params"] == 16 * 128

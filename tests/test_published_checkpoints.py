@@ -174,7 +174,7 @@ def test_released_coop_file_evaluated_from_the_command_line(demo_root, tmp_path,
     assert main(eval_args(demo_root, tmp_path / "eval", tmp_path / "published", "base")) == 0
     res = read_json(tmp_path / "eval" / "results.json")
     assert res["accuracy"] == pytest.approx(expected, abs=1e-9) and res["epoch"] == EPOCH
-    assert "was written by the published CoOp code" in (tmp_path / "eval" / "log.txt").read_text()
+    assert "was written by the published code of this method" in (tmp_path / "eval" / "log.txt").read_text()
     assert main(eval_args(demo_root, tmp_path / "eval_new", tmp_path / "published", "new")) == 0
     assert read_json(tmp_path / "eval_new" / "results.json")["subsample"] == "new"
 

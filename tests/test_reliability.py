@@ -171,11 +171,11 @@ def test_kill_between_model_writes_resumes_to_the_same_result(demo_root, tmp_pat
             raise Killed()
         return real(state, directory, model_name)
 
-    monkeypatch.setattr("e2mim_engine.trainer.save_checkpoint", dying)
+    monkeypatch.setattr("e2mim_engine.checkpointer.save_checkpoint", dying)
     set_random_seed(1)
     with pytest.raises(Killed):
         build_trainer(make_cfg(*e2mim_args(demo_root, tmp_path / "run"))).train()
-    monkeypatch.setattr("e2mim_engine.trainer.save_checkpoint", real)
+    monkeypatch.setattr("e2mim_engine.checkpointer.save_checkpoint", real)
     run = tmp_path / "run"
     # on disk: prompt learner at epoch 2, critic at epoch 1; the manifest still says epoch 1
     assert (run / "prompt_learner" / "model.pth.tar-2").exists()

@@ -204,3 +204,36 @@ def test_cross_dataset_domain_generalization_and_fewshot(tmp_path):
     rep = build_report([root], tables=["xd"])
     assert rep.missing == [os.path.join(root, "evaluation/CoOp/vit_b16_ep50_16shots/dtd/seed2")]
     assert cells(rep, "Cross")[("CoOp",)]["Average"].empty
+
+
+def test_shots_come_from_results_json_not_the_folder_name(tmp_path):
+    """A run's training shots are what its results.json records; the folder's shots_<K> only
+    where the run records none (an evaluation of a trained model: -1; zero-shot: shots_0)."""
+    root = str(tmp_path)
+
+    def put_shots(rel, shots):
+        d = put(root, rel, 60.0)
+        with open(os.path.join(d, "results.json"), "w") as f:
+            json.dump({"split": "test", "accuracy": 60.0, "shots": shots}, f)
+
+    put_shots("fewshot/eurosat/shots_4/CoOp/c/seed1", 8)          # renamed folder: the run trained on 8
+    put_shots("fewshot/eurosat/shots_0/ZeroshotCLIP/c/seed1", -1)
+    put_shots("evaluation/CoOp/c_16shots/dtd/seed1", -1)
+    runs = {r.path: r.shots for r in find_runs([root])}
+    assert runs == {os.path.join(root, "fewshot/eurosat/shots_4/CoOp/c/seed1"): 8,
+                    os.path.join(root, "fewshot/eurosat/shots_0/ZeroshotCLIP/c/seed1"): 0,
+                    os.path.join(root, "evaluation/CoOp/c_16shots/dtd/seed1"): 16}
+
+
+def test_one_seed_output_and_generated_data_read_as_such(tmp_path, capsys):
+    """e2mim-results on a one-seed run of generated data: complete cells (the seeds found),
+    and no published 11-dataset averages next to it (a note says why)."""
+    root = str(tmp_path)
+    b2n(root, "train_base", "demo", "CoOp", 1, 80.0)
+    b2n(root, "test_new", "demo", "CoOp", 1, 60.0)
+    assert parse_results.main([root]) == 0
+    out = capsys.readouterr().out
+    assert "| demo | CoOp | 80.00 | 60.00 | 68.57 |" in out and "*" not in out.split("\n\n")[0]
+    assert "(reported)" not in out and "Published averages left out" in out and "on demo." in out
+    assert parse_results.main([root, "--seeds", "1", "2"]) == 0  # asking for more seeds flags the cells
+    assert "(1/2)*" in capsys.readouterr().out

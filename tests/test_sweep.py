@@ -386,3 +386,37 @@ def _wait_for_locks_released(root, timeout=20):
                     time.sleep(0.1)
         finally:
             os.close(fd)
+
+
+def test_shots_flag_has_one_meaning_in_scripts_and_sweep(tmp_path):
+    """--shots is the base-to-new / cross-dataset training shots in the scripts as in
+    e2mim-sweep; the few-shot list is --fewshot-shots, and the old list use is refused by name."""
+    data = tmp_path / "data"
+    data.mkdir()
+    fake = tmp_path / "python"
+    fake.write_text(BASH_PYTHON)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = dict(os.environ, DATA=str(data), OUTPUT=str(tmp_path / "out"), PYTHON=str(fake),
+               REAL_PYTHON=sys.executable, CALLS=str(calls))
+    r = subprocess.run(["bash", "scripts/coop/base2new_train.sh", "--shots", "4", "dtd", "1"], cwd=ROOT,
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    args = _recorded(calls)[-1]
+    assert args[args.index("DATASET.NUM_SHOTS") + 1] == "4" and "/shots_4/" in args[args.index("--output-dir") + 1]
+    for script, value in (("fewshot.sh", "1 2 4"), ("fewshot_train.sh", "4"), ("base2new.sh", "1 2")):
+        r = subprocess.run(["bash", f"scripts/coop/{script}", "--shots", value], cwd=ROOT, capture_output=True,
+                           text=True, env=env)
+        assert r.returncode == 2 and "--fewshot-shots" in r.stderr and "\n" not in r.stderr.strip(), r.stderr
+
+
+def test_listing_runs_needs_no_data_root(tmp_path, capsys):
+    """--dry-run, status and report work before the data is there (the SWEEPS.md examples);
+    running does not."""
+    common = ["--data", str(tmp_path / "not-yet"), "--output", str(tmp_path / "out"), "--methods", "coop",
+              "--protocols", "base2new", "--datasets", "dtd", "--seeds", "1"]
+    assert main(["run", *common, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "does not exist; the runs need it" in out and "# 2 runs (1 train, 1 eval)" in out
+    assert main(["status", *common]) == 0
+    assert main(["run", *common]) == 2 and "does not exist" in capsys.readouterr().err

@@ -19,6 +19,7 @@ as the published code does, for timing comparisons only: the features are the sa
 The meta-net and the context are registered as "prompt_learner" (the only checkpoint).
 """
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -27,7 +28,7 @@ from yacs.config import CfgNode as CN
 
 from e2mim_clip.prompt_trainer import PUBLISHED_PROMPT_LEARNER, PromptTrainer
 from e2mim_clip.prompting import PromptCLIP, PromptLearner
-from e2mim_engine.errors import ConfigError
+from e2mim_engine.method_config import config_node, option
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
@@ -79,6 +80,16 @@ class CoCoOpCLIP(PromptCLIP):
         return torch.cat([self.logits_from_features(img[i:i + n]) for i in range(0, img.shape[0], n)])
 
 
+@dataclass(frozen=True)
+class CoCoOpConfig:
+    """TRAINER.COCOOP's own keys (besides N_CTX, CTX_INIT, PREC), parsed once per run."""
+    # Most prompts (images x classes) per text-encoder call; 0 = the whole batch at once.
+    prompts_per_call: int = option(8192, check=(lambda v: int(v) == v and v >= 0,
+                                                "must be an integer >= 0 (0 = no limit)"))
+    # Encode prompts only up to the longest end-of-text token (same features, less work).
+    truncate: bool = option(True)
+
+
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
     published_checkpoint = PUBLISHED_PROMPT_LEARNER
@@ -87,34 +98,30 @@ class CoCoOp(PromptTrainer):
     # The meta-net reads the frozen encoder's normalized feature: cached features serve it.
     frozen_eval_features = frozen_train_features = True
 
+    config_view = CoCoOpConfig
+
     @classmethod
     def extend_cfg(cls, cfg):
         c = cfg.TRAINER.COCOOP = CN()
         c.N_CTX = 16
         c.CTX_INIT = ""
         c.PREC = "fp16"
-        # Most prompts (images x classes) per text-encoder call; 0 = the whole batch at once.
-        c.PROMPTS_PER_CALL = 8192
-        # Encode prompts only up to the longest end-of-text token (same features, less work).
-        c.TRUNCATE = True
+        config_node(CoCoOpConfig, c)
 
     def check_cfg(self, cfg):
-        c = cfg.TRAINER.COCOOP
-        if int(c.PROMPTS_PER_CALL) != c.PROMPTS_PER_CALL or c.PROMPTS_PER_CALL < 0:
-            raise ConfigError(f"TRAINER.COCOOP.PROMPTS_PER_CALL must be an integer >= 0 (0 = no limit); "
-                              f"got {c.PROMPTS_PER_CALL}.")
+        self.hparams  # noqa: B018 - parses (and checks) the node once
 
     def build_prompt_learner(self, clip_model):
         c = self.cfg_node()
         return CoCoOpPromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
-                                   truncate=bool(c.TRUNCATE)).to(self.device)
+                                   truncate=bool(self.hparams.truncate)).to(self.device)
 
     def epoch_diagnostics(self):
         return {}  # class features depend on the image: no single set of them to compare
 
     @property
     def images_per_call(self):
-        p = int(self.cfg.TRAINER.COCOOP.PROMPTS_PER_CALL)
+        p = int(self.hparams.prompts_per_call)
         return max(1, p // self.model.prompt_learner.n_cls) if p > 0 else 0
 
     def forward_backward(self, batch):

@@ -20,14 +20,16 @@ init, PREC fp16, CLASS_TOKEN_POSITION end, W 1.0); CTX_INIT True -> "a photo of 
 random init, a string as given. TRAINER.KGCOOP.KEYS_FROM records which layout was read.
 Keys under both nodes in one run are an error (one of them would be ignored).
 """
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from e2mim_clip.prompt_trainer import (PUBLISHED_PROMPT_LEARNER, PromptTrainer, context_node,
                                        read_published_coop_keys)
 from e2mim_clip.prompting import cosine_consistency
 from e2mim_clip.templates import TEMPLATE_SETS
-from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
+from e2mim_engine.method_config import AT_LEAST_0, config_node, option
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
 KGCOOP_CTX_INIT = "a photo of a"   # what KgCoOp's code uses whenever CTX_INIT is true
@@ -36,36 +38,40 @@ PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16",
                       "CLASS_TOKEN_POSITION": "end", "W": 1.0}
 
 
+@dataclass(frozen=True)
+class KgCoOpConfig:
+    """TRAINER.KGCOOP's own keys (besides CoOp's context keys), parsed once per run."""
+    w: float = option(8.0, check=AT_LEAST_0)                 # weight of 1 - mean cos(t^s, t^h)
+    template_set: str = option("kgcoop", choices=TEMPLATE_SETS)
+    keys_from: str = option("TRAINER.KGCOOP")  # set by adapt_cfg_sources when KgCoOp's layout is read
+
+
 @TRAINER_REGISTRY.register()
 class KgCoOp(PromptTrainer):
     published_checkpoint = PUBLISHED_PROMPT_LEARNER
     node = "KGCOOP"
+    config_view = KgCoOpConfig
     frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder
 
     @classmethod
     def extend_cfg(cls, cfg):
-        c = cfg.TRAINER.KGCOOP = context_node(n_ctx=4, ctx_init=KGCOOP_CTX_INIT)
-        c.W = 8.0                      # weight of 1 - mean cos(t^s, t^h)
-        c.TEMPLATE_SET = "kgcoop"      # a set of e2mim_clip.templates
-        c.KEYS_FROM = "TRAINER.KGCOOP"  # set by adapt_cfg_sources when KgCoOp's layout is read
+        cfg.TRAINER.KGCOOP = config_node(KgCoOpConfig, context_node(n_ctx=4, ctx_init=KGCOOP_CTX_INIT))
 
     @classmethod
     def adapt_cfg_sources(cls, sources):
         """KgCoOp's published TRAINER.COOP keys read as TRAINER.KGCOOP (module docstring)."""
         return read_published_coop_keys(sources, "KGCOOP", PUBLISHED_DEFAULTS, KGCOOP_CTX_INIT, "KgCoOp")
 
+    def config_prefix(self):
+        return self.cfg_node().KEYS_FROM  # errors name the keys as the user's layout wrote them
+
     def check_cfg(self, cfg):
-        c = cfg.TRAINER.KGCOOP
-        if c.TEMPLATE_SET not in TEMPLATE_SETS:
-            raise ConfigError(f"Unknown TRAINER.KGCOOP.TEMPLATE_SET='{c.TEMPLATE_SET}'; "
-                              f"valid: {', '.join(TEMPLATE_SETS)}.")
-        if not c.W >= 0:
-            raise ConfigError(f"{c.KEYS_FROM}.W must be >= 0; got {c.W}.")
+        self.hparams  # noqa: B018 - parses (and checks) the node once
 
     def build_model(self):
         super().build_model()
-        c = self.cfg_node()
-        self.build_handcrafted_view(c.TEMPLATE_SET, what=f"KgCoOp (keys from {c.KEYS_FROM}; W {c.W})")
+        c = self.hparams
+        self.build_handcrafted_view(c.template_set, what=f"KgCoOp (keys from {c.keys_from}; W {c.w})")
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
@@ -74,12 +80,12 @@ class KgCoOp(PromptTrainer):
             output = self.model(image, text)
         loss_ce = F.cross_entropy(output.float(), label)
         loss_kg = cosine_consistency(text, self.text_h)
-        loss = loss_ce + self.cfg_node().W * loss_kg
+        loss = loss_ce + self.hparams.w * loss_kg
         self.model_backward_and_update(loss)
         return {"loss": loss.item(), "loss_ce": loss_ce.item(), "loss_kg": loss_kg.item(),
                 "acc": compute_accuracy(output, label)}
 
     def result_metadata(self):
-        c = self.cfg_node()
+        c = self.hparams
         return {"prompt_init": self.model.prompt_learner.prompt_prefix, "templates": self.templates,
-                "template_set": c.TEMPLATE_SET, "kg_weight": c.W, "keys_from": c.KEYS_FROM}
+                "template_set": c.template_set, "kg_weight": c.w, "keys_from": c.keys_from}

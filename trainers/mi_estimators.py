@@ -64,8 +64,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "DEFAULT_ESTIMATOR",
     "DEFAULT_HIDDEN",
     "DEFAULT_LAYERS",
+    "DEFAULT_MARGINAL",
+    "MARGINAL_MODES",
     "MI_ESTIMATORS",
     "ConcatCritic",
     "MIEstimator",
@@ -73,6 +76,7 @@ __all__ = [
     "DVEstimator",
     "InfoNCEEstimator",
     "build_mi_estimator",
+    "estimator_options",
 ]
 
 # Defaults: one hidden layer of width 512.  The inputs are class-probability
@@ -80,9 +84,11 @@ __all__ = [
 # first layer expressive without making the B x B grid expensive.
 DEFAULT_HIDDEN = 512
 DEFAULT_LAYERS = 1
+DEFAULT_ESTIMATOR = "jsd"   # bounded, low-variance gradients (module docstring)
+MARGINAL_MODES = ("all", "shuffle")
+DEFAULT_MARGINAL = "all"
 
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
-_MARGINAL_MODES = ("all", "shuffle")
 
 
 class ConcatCritic(nn.Module):
@@ -162,6 +168,7 @@ class MIEstimator(nn.Module):
     """
 
     name = "base"
+    options: Tuple[str, ...] = ()  # the estimator's own options (besides the critic's)
 
     def __init__(self, in_dim: int, **critic_options) -> None:
         """``critic_options``: ConcatCritic's hidden, layers, in_dim_b, activation."""
@@ -226,9 +233,9 @@ class _MarginalPairsMixin:
     critic: ConcatCritic
 
     def _check_marginal(self, marginal: str) -> str:
-        if marginal not in _MARGINAL_MODES:
+        if marginal not in MARGINAL_MODES:
             raise ValueError(
-                f"unknown marginal mode {marginal!r}; valid: {', '.join(_MARGINAL_MODES)}"
+                f"unknown marginal mode {marginal!r}; valid: {', '.join(MARGINAL_MODES)}"
             )
         return marginal
 
@@ -260,8 +267,9 @@ class JSDEstimator(_MarginalPairsMixin, MIEstimator):
     """Jensen-Shannon bound (f-GAN / Deep InfoMax); value in [-2 log 2, 0], not nats."""
 
     name = "jsd"
+    options = ("marginal",)
 
-    def __init__(self, in_dim: int, marginal: str = "all", **critic_options) -> None:
+    def __init__(self, in_dim: int, marginal: str = DEFAULT_MARGINAL, **critic_options) -> None:
         super().__init__(in_dim, **critic_options)
         self.marginal = self._check_marginal(marginal)
 
@@ -286,8 +294,9 @@ class DVEstimator(_MarginalPairsMixin, MIEstimator):
     """
 
     name = "dv"
+    options = ("marginal", "bias_correction")
 
-    def __init__(self, in_dim: int, marginal: str = "all", bias_correction: bool = False,
+    def __init__(self, in_dim: int, marginal: str = DEFAULT_MARGINAL, bias_correction: bool = False,
                  ma_rate: float = 0.01, **critic_options) -> None:
         super().__init__(in_dim, **critic_options)
         self.marginal = self._check_marginal(marginal)
@@ -370,3 +379,10 @@ def build_mi_estimator(
     if key not in MI_ESTIMATORS:
         raise ValueError(f"unknown MI estimator '{name}'; valid: {', '.join(sorted(MI_ESTIMATORS))}")
     return MI_ESTIMATORS[key](in_dim, hidden=hidden, layers=layers, **options)
+
+
+def estimator_options(name: str, **candidates) -> Dict[str, object]:
+    """Of ``candidates`` (e.g. a config's marginal and bias_correction), the options the
+    estimator ``name`` takes: a caller holding every setting passes them all."""
+    cls = MI_ESTIMATORS[str(name).strip().lower()]
+    return {k: v for k, v in candidates.items() if k in cls.options}

@@ -34,6 +34,9 @@ TRAINER.COOP (CTX_INIT True); ``ProGrad.adapt_cfg_sources`` moves them to TRAINE
 the defaults of ProGrad's code (N_CTX 16, CSC False, random init, PREC fp16, end) and records
 TRAINER.PROGRAD.KEYS_FROM; keys under both nodes are an error.
 """
+import functools
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
@@ -44,12 +47,29 @@ from e2mim_clip.prompting import PromptLearner, _tokenizer, tokenize
 from e2mim_clip.templates import TEMPLATE_SETS, dataset_template
 from e2mim_engine.errors import ConfigError, UserError
 from e2mim_engine.evaluation import compute_accuracy
+from e2mim_engine.method_config import AT_LEAST_0, config_node, option, parse_view, view_items
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
 TEMPLATE_INIT = "{template}"  # CTX_INIT: the words of the dataset's template
 # TRAINER.COOP.* defaults of ProGrad's train.py, used with its layout.
 PUBLISHED_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
-LOSS_DEFAULTS = {"NAME": "", "LAMBDA": 1.0, "T": 1.0}
+
+
+@dataclass(frozen=True)
+class ProGradConfig:
+    """TRAINER.PROGRAD's own keys (besides CoOp's context keys), parsed once per run."""
+    template_set: str = option("prograd", choices=TEMPLATE_SETS)  # the zero-shot teacher's templates
+    keys_from: str = option("TRAINER.PROGRAD")  # set by adapt_cfg_sources when ProGrad's layout is read
+
+
+@dataclass(frozen=True)
+class ProGradLoss:
+    """ProGrad's published top-level LOSS node, parsed once per run."""
+    name: str = option("", check=(lambda v: v in ("", "prograd"), "must be 'prograd' or '' (ProGrad trains "
+                                                                    "with its own loss)"))
+    lam: float = option(1.0, key="LAMBDA", check=(lambda v: v >= 0, "must be >= 0 (1 removes the whole "
+                                                                     "conflicting component)"))
+    t: float = option(1.0, check=(lambda v: v > 0, "(the temperature of the zero-shot direction) must be > 0"))
 
 
 def prograd_losses(logits, zs_logits, label, T=1.0):
@@ -75,15 +95,16 @@ class ProGrad(PromptTrainer):
     node = "PROGRAD"
     frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder
 
+    config_view = ProGradConfig
+
     @classmethod
     def extend_cfg(cls, cfg):
-        c = cfg.TRAINER.PROGRAD = context_node(n_ctx=16, ctx_init=TEMPLATE_INIT)
-        c.TEMPLATE_SET = "prograd"      # a set of e2mim_clip.templates: the zero-shot teacher
-        c.KEYS_FROM = "TRAINER.PROGRAD"  # set by adapt_cfg_sources when ProGrad's layout is read
+        cfg.TRAINER.PROGRAD = config_node(ProGradConfig, context_node(n_ctx=16, ctx_init=TEMPLATE_INIT))
         # ProGrad's published top-level node; kept if another part of the tree declared it.
         if "LOSS" not in cfg:
             cfg.LOSS = CN()
-        for k, v in LOSS_DEFAULTS.items():
+        defaults = config_node(ProGradLoss)
+        for k, v in defaults.items():
             if k not in cfg.LOSS:
                 cfg.LOSS[k] = v
 
@@ -92,23 +113,22 @@ class ProGrad(PromptTrainer):
         """ProGrad's published TRAINER.COOP keys read as TRAINER.PROGRAD (module docstring)."""
         return read_published_coop_keys(sources, "PROGRAD", PUBLISHED_DEFAULTS, TEMPLATE_INIT, "ProGrad")
 
+    def config_prefix(self):
+        return self.cfg_node().KEYS_FROM  # errors name the keys as the user's layout wrote them
+
+    @functools.cached_property
+    def loss_hparams(self):
+        """The LOSS node parsed once (ProGradLoss)."""
+        return parse_view(ProGradLoss, self.cfg.LOSS, "LOSS")
+
     def check_cfg(self, cfg):
-        c, loss = cfg.TRAINER.PROGRAD, cfg.LOSS
-        if c.TEMPLATE_SET not in TEMPLATE_SETS:
-            raise ConfigError(f"Unknown TRAINER.PROGRAD.TEMPLATE_SET='{c.TEMPLATE_SET}'; "
-                              f"valid: {', '.join(TEMPLATE_SETS)}.")
-        if loss.NAME not in ("", "prograd"):
-            raise ConfigError(f"ProGrad trains with LOSS.NAME 'prograd' (or ''); got '{loss.NAME}'.")
-        if not loss.LAMBDA >= 0:
-            raise ConfigError(f"LOSS.LAMBDA must be >= 0 (1 removes the whole conflicting component); got {loss.LAMBDA}.")
-        if not loss.T > 0:
-            raise ConfigError(f"LOSS.T (the temperature of the zero-shot direction) must be > 0; got {loss.T}.")
+        self.hparams, self.loss_hparams  # noqa: B018 - parses (and checks) both nodes once
 
     def init_words(self):
         c = self.cfg_node()
         if c.CTX_INIT != TEMPLATE_INIT:
             return c.CTX_INIT.replace("_", " ").strip()
-        template = dataset_template(self.cfg, self.dm.dataset, c.TEMPLATE_SET)
+        template = dataset_template(self.cfg, self.dm.dataset, self.hparams.template_set)
         words = template.split("{}")[0].strip()
         if not words:
             raise ConfigError(f"{c.KEYS_FROM}.CTX_INIT asks for the words of the template before the class "
@@ -136,19 +156,19 @@ class ProGrad(PromptTrainer):
 
     def build_model(self):
         super().build_model()
-        c, loss = self.cfg_node(), self.cfg.LOSS
-        self.build_handcrafted_view(c.TEMPLATE_SET, what=f"ProGrad (keys from {c.KEYS_FROM}; LAMBDA "
-                                                         f"{loss.LAMBDA}, T {loss.T}) zero-shot teacher")
+        c, loss = self.hparams, self.loss_hparams
+        self.build_handcrafted_view(c.template_set, what=f"ProGrad (keys from {c.keys_from}; LAMBDA "
+                                                         f"{loss.lam}, T {loss.t}) zero-shot teacher")
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        loss_cfg = self.cfg.LOSS
+        loss_cfg = self.loss_hparams
         with self.precision.autocast():
             img = self.model.image_features(image)  # frozen, shared by the prompt and the teacher
             output = self.model.logit_scale * img @ self.model.text_features().t()
             zs_output = self.model.logit_scale * img @ self.text_h.float().t()
-        loss_ce, loss_kl = prograd_losses(output, zs_output.detach(), label, loss_cfg.T)
-        self.prograd_backward_and_update(loss_ce, loss_kl, loss_cfg.LAMBDA)
+        loss_ce, loss_kl = prograd_losses(output, zs_output.detach(), label, loss_cfg.t)
+        self.prograd_backward_and_update(loss_ce, loss_kl, loss_cfg.lam)
         return {"loss": loss_ce.item(), "xe_loss": loss_ce.item(), "kl_loss": loss_kl.item(),
                 "acc": compute_accuracy(output, label)}
 
@@ -173,7 +193,11 @@ class ProGrad(PromptTrainer):
             p.grad = project_gradient(p.grad, gk, lam)
         self.model_update()
 
+    def hyperparameters(self):
+        # the loss's keys live in Dassl's LOSS node, not in the method's
+        return {**super().hyperparameters(), **view_items(self.loss_hparams, "LOSS")}
+
     def result_metadata(self):
-        c, loss = self.cfg_node(), self.cfg.LOSS
+        c, loss = self.hparams, self.loss_hparams
         return {"prompt_init": self.model.prompt_learner.prompt_prefix, "templates": self.templates,
-                "template_set": c.TEMPLATE_SET, "lambda": loss.LAMBDA, "T": loss.T, "keys_from": c.KEYS_FROM}
+                "template_set": c.template_set, "lambda": loss.lam, "T": loss.t, "keys_from": c.keys_from}

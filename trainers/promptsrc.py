@@ -24,13 +24,15 @@ N_CTX_TEXT=4, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=9,
 PROMPT_DEPTH_TEXT=9, TEXT_LOSS_WEIGHT=25, IMAGE_LOSS_WEIGHT=10, GPA_MEAN=15, GPA_STD=1}.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from e2mim_clip.deep_prompts import VL_PUBLISHED, DeepPromptTrainer, ivlp_node
 from e2mim_clip.prompting import tokenize
-from e2mim_engine.errors import ConfigError
+from e2mim_engine.method_config import AT_LEAST_0, config_node, option
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
@@ -79,6 +81,15 @@ def promptsrc_losses(logits, label, text, text_zs, image, image_zs, logits_zs, t
             "scl_image": scl_image, "scl_logits": scl_logits}
 
 
+@dataclass(frozen=True)
+class PromptSRCConfig:
+    """TRAINER.PROMPTSRC's own keys (besides IVLP's), parsed once per run."""
+    text_loss_weight: float = option(25, check=AT_LEAST_0)   # L1 of text features to the template-ensemble anchor
+    image_loss_weight: float = option(10, check=AT_LEAST_0)  # L1 of image features to the frozen model's
+    gpa_mean: float = option(15)       # Gaussian prompt aggregation over epochs: mean (epochs from 1)
+    gpa_std: float = option(1, check=(lambda v: v > 0, "must be > 0"))  # ... and standard deviation
+
+
 @TRAINER_REGISTRY.register()
 class PromptSRC(DeepPromptTrainer):
     node = "PROMPTSRC"
@@ -86,21 +97,14 @@ class PromptSRC(DeepPromptTrainer):
     # running sums, which only training reads
     published_checkpoint = VL_PUBLISHED._replace(not_saved=(r"^gpa\.",))
 
+    config_view = PromptSRCConfig
+
     @classmethod
     def extend_cfg(cls, cfg):
-        c = cfg.TRAINER.PROMPTSRC = ivlp_node(n_ctx_vision=4, n_ctx_text=4)
-        c.TEXT_LOSS_WEIGHT = 25   # L1 of text features to the template-ensemble anchor
-        c.IMAGE_LOSS_WEIGHT = 10  # L1 of image features to the frozen model's
-        c.GPA_MEAN = 15           # Gaussian prompt aggregation over epochs: mean (epochs from 1)
-        c.GPA_STD = 1             # ... and standard deviation
+        cfg.TRAINER.PROMPTSRC = config_node(PromptSRCConfig, ivlp_node(n_ctx_vision=4, n_ctx_text=4))
 
     def check_cfg(self, cfg):
-        c = cfg.TRAINER.PROMPTSRC
-        if not c.GPA_STD > 0:
-            raise ConfigError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0; got {c.GPA_STD}.")
-        for k in ("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT"):
-            if not c[k] >= 0:
-                raise ConfigError(f"TRAINER.PROMPTSRC.{k} must be >= 0; got {c[k]}.")
+        self.hparams  # noqa: B018 - parses (and checks) the node once
 
     def build_prompt_learner(self, clip_model):
         pl = self.build_ivlp_learner(clip_model)
@@ -111,11 +115,11 @@ class PromptSRC(DeepPromptTrainer):
 
     def build_model(self):
         super().build_model()
-        c = self.cfg_node()
-        self.gpa_weights = gaussian_weights(self.max_epoch, c.GPA_MEAN, c.GPA_STD)
+        c = self.hparams
+        self.gpa_weights = gaussian_weights(self.max_epoch, c.gpa_mean, c.gpa_std)
         self.templates = list(PROMPTSRC_TEMPLATES)
         self._text_anchor = None
-        logger.info(f"PromptSRC: GPA over {self.max_epoch} epochs (mean {c.GPA_MEAN}, std {c.GPA_STD})")
+        logger.info(f"PromptSRC: GPA over {self.max_epoch} epochs (mean {c.gpa_mean}, std {c.gpa_std})")
 
     @property
     def text_anchor(self):
@@ -142,7 +146,7 @@ class PromptSRC(DeepPromptTrainer):
         return F.normalize(mean, dim=-1)
 
     def compute_losses(self, image, label):
-        model, c = self.model, self.cfg_node()
+        model, c = self.model, self.hparams
         with self.precision.autocast():
             text = model.text_features()
             img = model.image_features(image)
@@ -151,7 +155,7 @@ class PromptSRC(DeepPromptTrainer):
         logits = scale * img @ text.t()
         logits_zs = (scale * img_zs @ self.text_anchor.t()).detach()
         return promptsrc_losses(logits, label, text, self.text_anchor, img, img_zs, logits_zs,
-                                c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT), logits
+                                c.text_loss_weight, c.image_loss_weight), logits
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
@@ -165,9 +169,9 @@ class PromptSRC(DeepPromptTrainer):
     def aggregate_prompts(self):
         """Add this epoch's weighted prompts to the running sum; after the last epoch the
         prompts become the aggregate."""
-        pl, c = self.model.prompt_learner, self.cfg_node()
+        pl, c = self.model.prompt_learner, self.hparams
         if len(self.gpa_weights) != self.max_epoch:  # train(max_epoch=...) changed the run's length
-            self.gpa_weights = gaussian_weights(self.max_epoch, c.GPA_MEAN, c.GPA_STD)
+            self.gpa_weights = gaussian_weights(self.max_epoch, c.gpa_mean, c.gpa_std)
         w = float(self.gpa_weights[self.epoch])
         last = self.epoch + 1 == self.max_epoch
         for name, p in pl.named_parameters():
@@ -183,6 +187,6 @@ class PromptSRC(DeepPromptTrainer):
         super().after_epoch()
 
     def result_metadata(self):
-        c = self.cfg_node()
-        return {**super().result_metadata(), "templates": self.templates, "text_loss_weight": c.TEXT_LOSS_WEIGHT,
-                "image_loss_weight": c.IMAGE_LOSS_WEIGHT, "gpa_mean": c.GPA_MEAN, "gpa_std": c.GPA_STD}
+        c = self.hparams
+        return {**super().result_metadata(), "templates": self.templates, "text_loss_weight": c.text_loss_weight,
+                "image_loss_weight": c.image_loss_weight, "gpa_mean": c.gpa_mean, "gpa_std": c.gpa_std}

@@ -15,7 +15,7 @@ from ..utils import logger, read_json, write_json
 from .datum import Datum
 from .folders import CLASSNAMES_SOURCE, find_classnames_file, layout_hint, list_class_folders, list_files, \
     read_classnames
-from .splits import (generate_fewshot_dataset, read_and_split_data, read_split, save_dataset_file, save_generated_split,
+from .splits import (dataset_writes_allowed, generate_fewshot_dataset, read_and_split_data, read_split, save_dataset_file, save_generated_split,
                      split_dataset_by_label, split_entries, subsample_classes)
 
 DATASET_REGISTRY = Registry("dataset")
@@ -149,36 +149,56 @@ class BenchmarkDataset(DatasetBase):
                             f"belong to another version of the data; re-extract it under {self.dataset_dir}.")
 
     def few_shot(self, cfg, train, val):
-        k = cfg.DATASET.NUM_SHOTS
+        """The few-shot draw of DATASET.NUM_SHOTS per class (SEED's draw, cached as JSON under
+        split_fewshot/ so every run of a seed trains on the same images; a cache that no
+        longer matches the data is drawn again). A dataset changes what is drawn and how it
+        is stored through draw_few_shot, read_few_shot and few_shot_entries."""
+        k, seed = cfg.DATASET.NUM_SHOTS, cfg.SEED
         if k < 1:
             logger.info(all_shots_note(k))
-            return train, val
-        seed = cfg.SEED
+            return self.all_shots(train, val)
         if seed < 0:
             logger.info("SEED < 0: the few-shot draw is random and not cached")
-            rng = random.Random()
-            return generate_fewshot_dataset(train, num_shots=k, rng=rng), \
-                generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
+            return self.draw_few_shot(train, val, k, random.Random())
         path = os.path.join(self.split_fewshot_dir, f"shot_{k}-seed_{seed}.json")
         if os.path.exists(path):
             logger.info(f"Loading preprocessed few-shot data from {path}")
             try:
-                data = read_json(path)
-                by_path = {d.impath: d for d in train + val}
-                prefix = self.image_prefix()
-                return ([by_path[os.path.join(prefix, p)] for p, _, _ in data["train"]],
-                        [by_path[os.path.join(prefix, p)] for p, _, _ in data["val"]])
-            except (ValueError, KeyError, TypeError):
-                logger.info(f"The few-shot cache {path} does not match the split; drawing again")
+                drawn = self.read_few_shot(read_json(path), train, val)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                drawn = None
+            if drawn is not None:
+                return drawn
+            logger.info(f"The few-shot cache {path} does not match the data; drawing again")
         # CoOp's cache of the same draw is a pickle of Dassl objects: never unpickled here.
-        rng = random.Random(seed)
-        train = generate_fewshot_dataset(train, num_shots=k, rng=rng)
-        val = generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
-        prefix = self.image_prefix()
-        payload = {"train": split_entries(train, prefix), "val": split_entries(val, prefix)}
-        if save_dataset_file(path, lambda: write_json(payload, path), "few-shot draw"):
-            logger.info(f"Saving preprocessed few-shot data to {path}")
+        logger.info(f"Creating a {k}-shot dataset")
+        drawn = self.draw_few_shot(train, val, k, random.Random(seed))
+        if dataset_writes_allowed():
+            payload = self.few_shot_entries(*drawn)
+            if save_dataset_file(path, lambda: write_json(payload, path), "few-shot draw"):
+                logger.info(f"Saving preprocessed few-shot data to {path}")
+        return drawn
+
+    def all_shots(self, train, val):
+        """(train, val) of a run without a few-shot draw."""
         return train, val
+
+    def draw_few_shot(self, train, val, k, rng):
+        """Dassl's draw: K items per class of train, min(K, 4) of val, from one generator."""
+        return generate_fewshot_dataset(train, num_shots=k, rng=rng), \
+            generate_fewshot_dataset(val, num_shots=min(k, 4), rng=rng)
+
+    def read_few_shot(self, data, train, val):
+        """(train, val) of a cached draw (``data``: the JSON), or None when it does not fit."""
+        by_path = {d.impath: d for d in train + val}
+        prefix = self.image_prefix()
+        return ([by_path[os.path.join(prefix, p)] for p, _, _ in data["train"]],
+                [by_path[os.path.join(prefix, p)] for p, _, _ in data["val"]])
+
+    def few_shot_entries(self, train, val):
+        """The JSON of a draw: split-file rows relative to image_prefix()."""
+        prefix = self.image_prefix()
+        return {"train": split_entries(train, prefix), "val": split_entries(val, prefix)}
 
     def image_prefix(self):
         """Folder the few-shot cache stores paths relative to (portable across machines)."""

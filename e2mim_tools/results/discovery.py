@@ -7,11 +7,12 @@ shots_<K>), and CoOp's own few-shot layout (its scripts/coop/main.sh):
   <dataset>/<Trainer>/<cfg>_<K>shots/nctx<N>_csc<C>_ctp<P>/seed<S>
 
 A run's accuracy comes from its results.json (our runs) or, for runs made with the
-published repositories, from Dassl's log.txt (e2mim_tools.results.dassl_log). A folder this
-project wrote (it holds the output-folder lock or a checkpoint manifest) is read from
-results.json only: its log's last result block may be a validation one of a run killed
-during its final test. A results.json that cannot be read, or whose identity (trainer,
-dataset, seed, shots, subsample) contradicts the folder it is in, is a *flagged* run: never
+published repositories, from Dassl's log.txt (e2mim_tools.results.dassl_log). Its shots come
+from results.json too where the run trained few-shot (trained_shots); the folder's name only
+places it. A folder this project wrote (it holds the output-folder lock or a checkpoint
+manifest) is read from results.json only: its log's last result block may be a validation one
+of a run killed during its final test. A results.json that cannot be read, or whose trainer,
+dataset, seed or subsample contradicts the folder it is in, is a *flagged* run: never
 averaged, listed with the reason.
 """
 import json
@@ -96,8 +97,9 @@ def read_run_result(directory):
 
 
 def identity_conflicts(run, res):
-    """"field: folder X, results.json Y" for every identity field of ``res`` that contradicts
-    the folder ``run`` was found in (fields the results do not hold are not compared)."""
+    """"field: folder X, results.json Y" for every identity field of ``res`` (trainer, dataset,
+    seed, subsample) that contradicts the folder ``run`` was found in (fields the results do
+    not hold are not compared)."""
     expect = {"trainer": run.trainer, "seed": run.seed}
     if run.dataset in DATASETS:
         expect["dataset"] = DATASETS[run.dataset][0]
@@ -105,9 +107,7 @@ def identity_conflicts(run, res):
         expect["subsample"] = run.role
     elif run.protocol in ("fewshot", "xd"):
         expect["subsample"] = "all"
-    # eval-only runs on cross-dataset targets and zero-shot runs need no shots
-    if run.protocol == "base2new" or run.role == "source" or (run.protocol == "fewshot" and run.shots > 0):
-        expect["shots"] = run.shots
+    # (shots are not compared: a run's shots are read from its results.json, trained_shots)
     return [f"{k}: folder {v!r}, results.json {res[k]!r}" for k, v in expect.items()
             if k in res and res[k] != v]
 
@@ -163,6 +163,14 @@ def classify(path):
     return None
 
 
+def trained_shots(result, folder_shots):
+    """The training images per class a run used: results.json's ``shots`` (DATASET.NUM_SHOTS
+    of the run) where it is a few-shot value (> 0), else the folder's (an evaluation of a
+    trained model records its own NUM_SHOTS, -1; zero-shot runs and Dassl logs none)."""
+    shots = result.get("shots")
+    return shots if isinstance(shots, int) and not isinstance(shots, bool) and shots > 0 else folder_shots
+
+
 def find_runs(roots):
     """Every run folder (seed<S>) under the roots, classified and with its result read."""
     runs = []
@@ -187,5 +195,6 @@ def find_runs(roots):
                                + "; ".join(conflicts) + ")")
             elif res is not None:
                 run.accuracy, run.source = float(res["accuracy"]), src
+                run.shots = trained_shots(res, run.shots)
             runs.append(run)
     return runs

@@ -6,6 +6,7 @@ GPU of a workstation or on a SLURM cluster, then write the tables and plots.
   e2mim-sweep run configs/sweeps/paper.yaml --data $DATA --backend slurm --partition gpu
   e2mim-sweep status configs/sweeps/paper.yaml --data $DATA
   e2mim-sweep report configs/sweeps/paper.yaml --data $DATA
+  e2mim-sweep job b2n_train dtd 1 --data $DATA --methods coop   # one job's folder and command (bash)
 
 Running the same command again skips finished runs (results.json), resumes interrupted ones
 from their checkpoints and retries failed ones. Sweep files: docs/SWEEPS.md.
@@ -17,14 +18,15 @@ import shlex
 import sys
 import time
 
-from .spec import SweepError, expand, load
+from .spec import JOBS, SweepError, expand, job_overrides, load, one_job
 from .state import DONE, FAILED, collect, is_done, render_status
 
-COMMANDS = ("run", "status", "report")
+COMMANDS = ("run", "status", "report", "job")
 
 
-def _common(p):
-    p.add_argument("sweep", nargs="?", help="the sweep file (YAML); flags override its settings")
+def _common(p, sweep_file=True):
+    if sweep_file:
+        p.add_argument("sweep", nargs="?", help="the sweep file (YAML); flags override its settings")
     p.add_argument("--data", "--root", dest="data", help="dataset root")
     p.add_argument("--output", help="output root (default: output, relative to the sweep file)")
     p.add_argument("--name", help="the sweep's name: its folder is OUTPUT/sweeps/NAME (default: the file's name)")
@@ -75,6 +77,11 @@ def build_parser():
     rp = sub.add_parser("report", help="write the tables (md, csv, tex) and plots into the sweep folder")
     _common(rp)
     rp.add_argument("--no-plots", action="store_true")
+    j = sub.add_parser("job", help="one job of the one-job protocol scripts: its folder, the folder of the model "
+                                   "it evaluates and its train.py arguments, as bash assignments")
+    j.add_argument("job", choices=list(JOBS), help="the script's function (scripts/lib/protocols.sh)")
+    j.add_argument("job_args", nargs="*", metavar="ARG", help="the script's arguments (DATASET, SHOTS, SEED)")
+    _common(j, sweep_file=False)
     return p
 
 
@@ -83,6 +90,8 @@ def _sweep(a):
             "datasets": a.datasets, "xd_datasets": a.xd_datasets, "dg_datasets": a.dg_datasets, "seeds": a.seeds,
             "shots": a.shots, "fewshot_shots": a.fewshot_shots, "backbone": a.backbone, "opts": a.opts,
             "cfg": a.cfg, "xd_source": a.xd_source, "load_epoch": a.load_epoch}
+    if a.command == "job":
+        over.update(job_overrides(a.job, a.job_args))
     if a.command == "run":
         over["backend"] = a.backend
         over["python"] = a.python
@@ -91,7 +100,9 @@ def _sweep(a):
                                             "mem_gb", "account", "array_parallelism") if getattr(a, k) is not None}
         over["local"] = local or None
         over["slurm"] = slurm or None
-    return load(a.sweep, over)
+    # only running needs the data: listing the runs, their state and the tables do not
+    needs_data = a.command == "job" or (a.command == "run" and not a.dry_run)
+    return load(getattr(a, "sweep", None), over, check_data=needs_data)
 
 
 def _meta(sw, **kv):
@@ -131,6 +142,8 @@ def cmd_run(a, sw, runs):
             deps = f"  after {', '.join(r.deps)}" if r.deps else ""
             print(f"# [{info[r.key][0]}] {r.protocol} {r.kind} {r.method} {r.dataset} seed{r.seed}{deps}")
             print(shlex.join(r.command(python)))
+        if not os.path.isdir(sw.data):
+            print(f"# note: the dataset root {sw.data} does not exist; the runs need it")
         print(f"# {len(runs)} runs ({sum(1 for r in runs if r.kind == 'train')} train, "
               f"{sum(1 for r in runs if r.kind == 'eval')} eval), "
               f"{sum(1 for v in info.values() if v[0] == DONE)} already done")
@@ -196,7 +209,7 @@ def main(argv=None):
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")   # e2mim-sweep SWEEP.yaml ... means run
     a = build_parser().parse_args(argv)
-    if a.sweep and os.path.isdir(a.sweep):
+    if getattr(a, "sweep", None) and os.path.isdir(a.sweep):
         print(f"error: {a.sweep} is a folder, not a sweep file: pass the sweep's YAML file (e2mim-sweep "
               f"{a.command} SWEEP.yaml), or --output/--name for a sweep run from flags; "
               f"`e2mim-results {a.sweep}` tabulates the runs of a folder written without a sweep.", file=sys.stderr)
@@ -209,10 +222,19 @@ def main(argv=None):
         return 2
     if a.command == "run":
         return cmd_run(a, sw, runs)
+    if a.command == "job":
+        run = one_job(runs, a.job)
+        model_dir = run.args[run.args.index("--model-dir") + 1] if "--model-dir" in run.args else ""
+        print(f"JOB_DIR={shlex.quote(run.directory)}")
+        print(f"JOB_MODEL_DIR={shlex.quote(model_dir)}")
+        print(f"JOB_ARGS=({' '.join(shlex.quote(x) for x in run.args)})")
+        return 0
     problem = _not_a_sweep(a, sw)
-    if problem:
+    if problem and a.command == "report":
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if problem:  # status of a sweep not run yet: what it would run, all pending
+        print(f"note: {problem}", file=sys.stderr)
     if a.command == "status":
         info = collect(sw, runs)
         if a.json:

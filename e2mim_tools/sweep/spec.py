@@ -194,8 +194,9 @@ def _dataset_file(name, configs, extra):
     return path
 
 
-def load(path=None, overrides=None):
-    """The Sweep of a sweep file and/or flags (``overrides``: top-level keys, None = not given)."""
+def load(path=None, overrides=None, check_data=True):
+    """The Sweep of a sweep file and/or flags (``overrides``: top-level keys, None = not given).
+    ``check_data`` False: the dataset root need not exist (listing runs, status, tables)."""
     raw = {}
     base = os.getcwd()
     if path:
@@ -234,7 +235,7 @@ def load(path=None, overrides=None):
     if not raw.get("data"):
         raise SweepError("no dataset root: set `data:` in the sweep file or pass --data DIR")
     data = rel(raw["data"])
-    if not os.path.isdir(data):
+    if check_data and not os.path.isdir(data):
         raise SweepError(f"the dataset root {data} does not exist")
     configs = rel(raw["configs"]) if raw.get("configs") else repo_configs()
     protocols = _names(raw.get("protocols", PROTOCOLS))
@@ -398,6 +399,44 @@ def expand(sw) -> List[Run]:
                             add(proto, m, "fs", d, s, k_, d_, first, [] if k_ == 0 else ["DATASET.NUM_SHOTS", k_], zs,
                                 set_shots=None if k_ == 0 else k_)
     return list(runs.values())
+
+
+# The one-job protocol scripts (their functions in scripts/lib/protocols.sh, SCRIPTS in
+# e2mim_tools.protocols) -> (protocol, their arguments, the key prefix of their run in the
+# expansion; None: the protocol's run without dependencies, the cross-dataset source).
+JOBS = OrderedDict([
+    ("b2n_train", ("base2new", ("DATASET", "SEED"), "base2new/train_base/")),
+    ("b2n_test", ("base2new", ("DATASET", "SEED"), "base2new/test_new/")),
+    ("xd_train", ("xd", ("SEED",), None)),
+    ("xd_test", ("xd", ("DATASET", "SEED"), "evaluation/")),
+    ("fewshot_job", ("fewshot", ("DATASET", "SHOTS", "SEED"), "fewshot/")),
+])
+
+
+def job_overrides(job, args):
+    """The sweep settings that narrow a sweep to the runs of one job of a one-job script."""
+    if job not in JOBS:
+        raise SweepError(f"unknown job {job!r} (known: {', '.join(JOBS)})")
+    protocol, names, _ = JOBS[job]
+    if len(args) != len(names):
+        raise SweepError(f"{job}: arguments {' '.join(names)} expected, got {' '.join(map(str, args)) or 'none'}")
+    v = dict(zip(names, args))
+    over = {"protocols": [protocol], "seeds": _ints([v["SEED"]], "SEED")}
+    if protocol == "xd":
+        over["xd_datasets"] = [v["DATASET"]] if "DATASET" in v else []
+    elif "DATASET" in v:
+        over["datasets"] = [v["DATASET"]]
+    if "SHOTS" in v:
+        over["fewshot_shots"] = _ints([v["SHOTS"]], "SHOTS")
+    return over
+
+
+def one_job(runs, job):
+    """The run of ``job`` among the runs of a sweep narrowed by job_overrides."""
+    prefix = JOBS[job][2]
+    picked = [r for r in runs if (r.key.startswith(prefix) if prefix else not r.deps)]
+    assert len(picked) == 1, [r.key for r in runs]
+    return picked[0]
 
 
 def chains(runs) -> List[Tuple[str, List[str]]]:

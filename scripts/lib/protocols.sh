@@ -12,7 +12,9 @@
 #   DATASETS   base-to-new / few-shot datasets (default: the 11 benchmarks; or --datasets "a b")
 #   XD_DATASETS, DG_DATASETS   cross-dataset targets / ImageNet variants
 #   XD_SOURCE  the cross-dataset training set (default: imagenet)
-#   SEEDS      default "1 2 3" (or --seeds "1 2 3");  SHOTS (default 16);  SHOTS_LIST "1 2 4 8 16"
+#   SEEDS      default "1 2 3" (or --seeds "1 2 3")
+#   SHOTS      base-to-new and cross-dataset training shots (default 16; or --shots K, as in e2mim-sweep)
+#   SHOTS_LIST few-shot protocol shots (default "1 2 4 8 16"; or --fewshot-shots "1 2 4 8 16")
 #   CFG        one trainer cfg (configs/trainers/<Trainer>/<CFG>.yaml) for every protocol (or --cfg)
 #   BACKBONE   passed as --backbone (e.g. random:tiny);  OPTS   extra "KEY VALUE ..." pairs
 #   TRAINER_OPTS  more KEY VALUE pairs for every job (e.g. "TRAINER.ZSCLIP.ENSEMBLE True")
@@ -23,7 +25,8 @@
 # The whole protocols (base2new.sh, xd.sh, dg.sh, fewshot.sh) run through the sweep runner
 # (python -m e2mim_tools.sweep; its state and tables under OUTPUT/sweeps/<method>-<protocol>/);
 # a failed job does not stop the others and the script exits 1 at the end. The one-job
-# scripts run train.py directly. Either way a job whose folder holds results.json is skipped,
+# scripts run train.py directly, with the folder and arguments the sweep runner's expansion
+# gives that job (python -m e2mim_tools.sweep job): the commands are built in Python only. Either way a job whose folder holds results.json is skipped,
 # and a folder without it (an interrupted run) is run again with the same command, which
 # resumes from its last checkpoint.
 # Output tree (LAYOUTS in e2mim_tools/protocols.py):
@@ -68,7 +71,12 @@ parse_options() {
       --output) OUTPUT=$2; shift 2 ;;
       --datasets) DATASETS=$2; shift 2 ;;
       --seeds) SEEDS=$2; shift 2 ;;
-      --shots) SHOTS_LIST=$2; shift 2 ;;
+      --shots)  # as in e2mim-sweep: the base-to-new / cross-dataset training shots
+        case "$SCRIPT $2" in
+          fewshot*|*" "*" "*) die "--shots is the base-to-new and cross-dataset training shots K (as in e2mim-sweep); the few-shot list is --fewshot-shots \"1 2 4 8 16\" (SHOTS_LIST), and fewshot_train.sh takes SHOTS as an argument" ;;
+        esac
+        SHOTS=$2; shift 2 ;;
+      --fewshot-shots) SHOTS_LIST=$2; shift 2 ;;
       --cfg) CFG_B2N=$2; CFG_XD=$2; CFG_FS=$2; shift 2 ;;
       -h|--help) sed -n '2,/^set -euo/p' "$REPO/scripts/lib/protocols.sh" | sed '$d'; exit 0 ;;
       *) ARGS+=("$1"); shift ;;
@@ -86,21 +94,16 @@ need() {  # need N "usage" ARGS...
   [ $# -eq "$n" ] || die "usage: $(basename "$0") [--data DIR] [--output DIR] $usage"
 }
 
-cfg_file() { echo "$REPO/configs/trainers/$TRAINER/$1.yaml"; }
-# (called inside $(...): the one-job functions check their DATASET with check_datasets first,
-# since a die in a subshell would not stop the script)
-dataset_file() { echo "$REPO/configs/datasets/$1.yaml"; }
-
-# The epoch a test script loads: LOADEP, else OPTIM.MAX_EPOCH from OPTS, else from the cfg yaml.
-load_epoch() {
-  if [ -n "${LOADEP:-}" ]; then echo "$LOADEP"; return; fi
-  local ep
-  ep=$(echo " $TRAINER_OPTS $OPTS " | sed -n 's/.* OPTIM\.MAX_EPOCH \([0-9][0-9]*\) .*/\1/p')
-  if [ -z "$ep" ]; then
-    ep=$(awk '/^OPTIM:/ {f=1; next} /^[^ #]/ {f=0} f && $1 == "MAX_EPOCH:" {print $2}' "$(cfg_file "$1")")
-  fi
-  [ -n "$ep" ] || die "cannot tell OPTIM.MAX_EPOCH of $(cfg_file "$1"); set LOADEP"
-  echo "$ep"
+# The settings every call of the sweep runner gets: the scripts' settings as its flags.
+sweep_args() {  # CFG (the protocol's trainer cfg)
+  SWEEP_ARGS=(--data "$DATA" --output "$OUTPUT" --methods "$METHOD" --cfg "$1" --datasets $DATASETS
+              --xd-source "$XD_SOURCE" --xd-datasets $XD_DATASETS --dg-datasets $DG_DATASETS --seeds $SEEDS
+              --shots "$SHOTS" --fewshot-shots $SHOTS_LIST)
+  [ -z "$BACKBONE" ] || SWEEP_ARGS+=(--backbone "$BACKBONE")
+  [ -z "${LOADEP:-}" ] || SWEEP_ARGS+=(--load-epoch "$LOADEP")
+  # shellcheck disable=SC2206
+  local o=($TRAINER_OPTS $OPTS)
+  [ ${#o[@]} -eq 0 ] || SWEEP_ARGS+=(--opts "${o[@]}")
 }
 
 # run_job DIR ARGS...: train.py with ARGS unless DIR already holds a result.
@@ -115,75 +118,34 @@ run_job() {
   else
     echo "Run this job and save the output to $dir"
   fi
-  # shellcheck disable=SC2086
-  if ! (cd "$REPO" && "$PYTHON" train.py "$@" $TRAINER_OPTS $OPTS); then
+  if ! (cd "$REPO" && "$PYTHON" train.py "$@"); then
     echo "FAILED: $dir" >&2
     exit 1
   fi
 }
 
-common_args() {  # DATASET SEED CFG DIR
-  local a=(--root "$DATA" --seed "$2" --trainer "$TRAINER" --dataset-config-file "$(dataset_file "$1")"
-           --config-file "$(cfg_file "$3")" --output-dir "$4")
-  [ -z "$BACKBONE" ] || a+=(--backbone "$BACKBONE")
-  printf '%s\0' "${a[@]}"
-}
-
-train_or_eval() {  # DIR DATASET SEED CFG [KEY VALUE ...]: train (or, zero-shot, evaluate)
-  local dir=$1 dataset=$2 seed=$3 cfg=$4; shift 4
-  local args=(); while IFS= read -r -d '' x; do args+=("$x"); done < <(common_args "$dataset" "$seed" "$cfg" "$dir")
-  [ -f "$(cfg_file "$cfg")" ] || die "no trainer config $(cfg_file "$cfg")"
-  if [ "$ZERO_SHOT" = 1 ]; then args+=(--eval-only); fi
-  run_job "$dir" "${args[@]}" "$@"
-}
-
-eval_model() {  # DIR DATASET SEED CFG MODEL_DIR [KEY VALUE ...]: evaluate a trained model
-  local dir=$1 dataset=$2 seed=$3 cfg=$4 model_dir=$5; shift 5
-  local args=(); while IFS= read -r -d '' x; do args+=("$x"); done < <(common_args "$dataset" "$seed" "$cfg" "$dir")
-  if [ "$ZERO_SHOT" = 1 ]; then
-    run_job "$dir" "${args[@]}" --eval-only "$@"
-    return
-  fi
-  if [ ! -f "$model_dir/results.json" ]; then
-    die "the model to evaluate has not finished training: $model_dir (run the train script first)"
-  fi
-  run_job "$dir" "${args[@]}" --model-dir "$model_dir" --load-epoch "$(load_epoch "$cfg")" --eval-only "$@"
-}
-
 # ---- one job ---------------------------------------------------------------------------
-b2n_train() {  # DATASET SEED
-  need 2 "DATASET SEED" "$@"
-  check_datasets "$1"
-  train_or_eval "$(b2n_dir train_base "$1" "$2")" "$1" "$2" "$CFG_B2N" \
-    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base
+# The job's folder, the model it evaluates and its train.py arguments come from the sweep
+# runner's expansion of the protocols (python -m e2mim_tools.sweep job): the command of a
+# one-job script is the command the whole-protocol script runs for that job.
+one_job() {  # CFG ARGS...
+  local cfg=$1; shift
+  sweep_args "$cfg"
+  local spec
+  spec=$(cd "$REPO" && "$PYTHON" -m e2mim_tools.sweep job "$JOB" "$@" "${SWEEP_ARGS[@]}") || exit 2
+  local JOB_DIR JOB_MODEL_DIR JOB_ARGS
+  eval "$spec"
+  if [ -n "$JOB_MODEL_DIR" ] && [ ! -f "$JOB_MODEL_DIR/results.json" ]; then
+    die "the model to evaluate has not finished training: $JOB_MODEL_DIR (run the train script first)"
+  fi
+  run_job "$JOB_DIR" "${JOB_ARGS[@]}"
 }
 
-b2n_test() {  # DATASET SEED
-  need 2 "DATASET SEED" "$@"
-  check_datasets "$1"
-  eval_model "$(b2n_dir test_new "$1" "$2")" "$1" "$2" "$CFG_B2N" "$(b2n_dir train_base "$1" "$2")" \
-    DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new
-}
-
-xd_train() {  # SEED
-  need 1 "SEED" "$@"
-  train_or_eval "$(xd_dir "$1")" "$XD_SOURCE" "$1" "$CFG_XD" DATASET.NUM_SHOTS "$SHOTS"
-}
-
-xd_test() {  # DATASET SEED
-  need 2 "DATASET SEED" "$@"
-  check_datasets "$1"
-  eval_model "$(eval_dir "$1" "$2")" "$1" "$2" "$CFG_XD" "$(xd_dir "$2")"
-}
-
-fewshot_job() {  # DATASET SHOTS SEED (zero-shot CLIP: SHOTS 0, evaluation only)
-  need 3 "DATASET SHOTS SEED" "$@"
-  check_datasets "$1"
-  local k=$2 extra=()
-  [ "$ZERO_SHOT" = 1 ] && k=0
-  [ "$k" = 0 ] || extra=(DATASET.NUM_SHOTS "$k")
-  train_or_eval "$(fewshot_dir "$1" "$k" "$3")" "$1" "$3" "$CFG_FS" ${extra[@]+"${extra[@]}"}
-}
+b2n_train() { need 2 "DATASET SEED" "$@"; one_job "$CFG_B2N" "$@"; }      # train on the base classes
+b2n_test() { need 2 "DATASET SEED" "$@"; one_job "$CFG_B2N" "$@"; }       # the base-trained model on the new classes
+xd_train() { need 1 "SEED" "$@"; one_job "$CFG_XD" "$@"; }                # train on all classes of XD_SOURCE
+xd_test() { need 2 "DATASET SEED" "$@"; one_job "$CFG_XD" "$@"; }         # the XD_SOURCE model on DATASET
+fewshot_job() { need 3 "DATASET SHOTS SEED" "$@"; one_job "$CFG_FS" "$@"; }  # zero-shot CLIP: shots_0, evaluation only
 
 # ---- whole protocols ---------------------------------------------------------------------
 
@@ -192,16 +154,9 @@ fewshot_job() {  # DATASET SHOTS SEED (zero-shot CLIP: SHOTS 0, evaluation only)
 # Finished jobs are skipped, unfinished ones resume, a failed job does not stop the others
 # (the script exits 1 at the end listing them). SLOTS=N runs N jobs at once.
 sweep_protocol() {  # PROTOCOL CFG
-  local a=(run --data "$DATA" --output "$OUTPUT" --name "$METHOD-$1" --methods "$METHOD" --protocols "$1"
-           --cfg "$2" --datasets $DATASETS --xd-source "$XD_SOURCE" --xd-datasets $XD_DATASETS
-           --dg-datasets $DG_DATASETS --seeds $SEEDS --shots "$SHOTS" --fewshot-shots $SHOTS_LIST
-           --python "$PYTHON" --slots "${SLOTS:-1}")
-  [ -z "$BACKBONE" ] || a+=(--backbone "$BACKBONE")
-  [ -z "${LOADEP:-}" ] || a+=(--load-epoch "$LOADEP")
-  # shellcheck disable=SC2206
-  local o=($TRAINER_OPTS $OPTS)
-  [ ${#o[@]} -eq 0 ] || a+=(--opts "${o[@]}")
-  (cd "$REPO" && "$PYTHON" -m e2mim_tools.sweep "${a[@]}") || exit 1
+  sweep_args "$2"
+  (cd "$REPO" && "$PYTHON" -m e2mim_tools.sweep run --name "$METHOD-$1" --protocols "$1" "${SWEEP_ARGS[@]}" \
+     --python "$PYTHON" --slots "${SLOTS:-1}") || exit 1
   echo "Done. Tables: $PYTHON -m e2mim_tools.parse_results $OUTPUT"
 }
 
@@ -220,13 +175,8 @@ main() {
 # Every dataset name a job may use must have its yaml: a typo stops the script before any
 # train.py runs, not after hours of the datasets before it.
 check_dataset_names() {
-  # shellcheck disable=SC2086
-  check_datasets $DATASETS $XD_DATASETS $DG_DATASETS $XD_SOURCE
-}
-
-check_datasets() {  # NAME...: exit 2 unless every NAME has configs/datasets/NAME.yaml
   local bad=() d
-  for d in "$@"; do
+  for d in $DATASETS $XD_DATASETS $DG_DATASETS $XD_SOURCE; do
     [ -f "$REPO/configs/datasets/$d.yaml" ] || bad+=("$d")
   done
   if [ ${#bad[@]} -gt 0 ]; then
