@@ -206,6 +206,11 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # class, '.', EOT
 
+    @property
+    def class_specific(self):
+        """CSC: a context per class, meaningful only for the classes it was trained on."""
+        return self.csc
+
     def forward(self):
         ctx = self.ctx.to(self.token_prefix.dtype)
         if ctx.dim() == 2:

@@ -9,7 +9,9 @@ import torch
 from .config import cfg_to_pairs, get_cfg_default, load_cfg_file, merge_cfg, merge_from_list, pairs_to_cfg
 from .data import DATASET_REGISTRY
 from .errors import ConfigError, UserError, user_message
-from .run import LOCK_FILE, MANIFEST, OutputLock
+from . import interrupt
+from .interrupt import Interrupted
+from .run import LOCK_FILE, MANIFEST, OutputLock, read_manifest
 from .trainer import TRAINER_REGISTRY, build_trainer
 from .seeding import set_random_seed
 from .utils import logger, setup_logger
@@ -38,6 +40,9 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--cross-eval", action="store_true",
+                   help="with --eval-only: evaluate a checkpoint trained with another trainer or backbone on "
+                        "purpose (the differences are recorded in results.json)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -142,6 +147,44 @@ def run(args):
         # a run that stopped before writing anything but its log leaves no folder behind
         e.discard_folder = cfg.OUTPUT_DIR if created else None
         raise
+    except Interrupted as e:
+        e.run = (cfg.OUTPUT_DIR, bool(args.eval_only), cfg.OPTIM.MAX_EPOCH)
+        raise
+    except Exception:
+        if interrupt.received() is None:
+            raise
+        # e.g. a DataLoader worker killed by the same SIGTERM: part of the interruption
+        e = Interrupted(interrupt.received())
+        e.run = (cfg.OUTPUT_DIR, bool(args.eval_only), cfg.OPTIM.MAX_EPOCH)
+        raise e from None
+
+
+def interrupted_message(e):
+    """The one line for a run stopped by SIGTERM / SIGINT: what is saved and how to go on."""
+    output_dir, eval_only, max_epoch = getattr(e, "run", ("", False, 0))
+    if eval_only:
+        return (f"interrupted by {e.name} during the evaluation: results.json was not written; run the same "
+                f"command again to evaluate.")
+    try:
+        manifest = read_manifest(output_dir) if output_dir else None
+    except UserError:
+        manifest = None
+    epoch = manifest["epoch"] if manifest else 0
+    if not epoch:
+        return (f"interrupted by {e.name} before the first epoch was saved: nothing to resume; run the same "
+                f"command again to start over.")
+    if epoch >= max_epoch:
+        return (f"interrupted by {e.name} after training: the last saved epoch is {epoch} of {max_epoch} (in "
+                f"{output_dir}); run the same command again to run its final test.")
+    return (f"interrupted by {e.name}: the last saved epoch is {epoch} of {max_epoch} (in {output_dir}); run the "
+            f"same command again to resume from it.")
+
+
+def _log_line(line):
+    for h in list(logger.handlers):
+        if hasattr(h, "baseFilename"):
+            h.stream.write(line + "\n")
+            h.flush()
 
 
 def discard_failed_start(folder):
@@ -172,6 +215,7 @@ def _run_locked(args, cfg):
             raise ConfigError(f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir (the OUTPUT_DIR of the "
                               f"training run, with --load-epoch N or its best model): without it the "
                               f"untrained {', '.join(trainer.get_model_names())} would be evaluated.")
+        trainer.cross_eval = args.cross_eval
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return trainer
@@ -183,16 +227,22 @@ def _run_locked(args, cfg):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        with interrupt.handling():
+            run(args)
+    except Interrupted as e:
+        # One line on stderr and in log.txt; exit status 128 + signal (143 SIGTERM, 130 SIGINT).
+        line = interrupted_message(e)
+        print(line, file=sys.stderr)
+        _log_line(line)
+        return e.exit_code
     except UserError as e:
         # One paragraph on stderr (and in log.txt if one was opened), no traceback.
         msg = user_message(e)
         print(f"error: {msg}", file=sys.stderr)
-        for h in list(logger.handlers):
-            if hasattr(h, "baseFilename"):
-                h.stream.write(f"error: {msg}\n")
-                h.flush()
-                if getattr(e, "discard_folder", None):
+        _log_line(f"error: {msg}")
+        if getattr(e, "discard_folder", None):
+            for h in list(logger.handlers):
+                if hasattr(h, "baseFilename"):
                     logger.removeHandler(h)
                     h.close()
         discard_failed_start(getattr(e, "discard_folder", None))

@@ -49,6 +49,8 @@ class TrainerBase:
     # that --eval-only --model-dir reads the authors' released model.pth.tar-N files; None: no
     # published code.
     published_checkpoint = None
+    # --cross-eval: load_model accepts a checkpoint of another trainer or backbone (recorded)
+    cross_eval = False
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -87,7 +89,7 @@ class TrainerBase:
         # the collaborators: checkpoints + resume + manifest, and the feature caches
         self.checkpointer = Checkpointer(self._models, self._optims, self._scheds, self.identity,
                                          config_items(cfg, keys), cfg.TRAIN.CHECKPOINT_FREQ,
-                                         published=self.published_checkpoint)
+                                         published=self.published_checkpoint, classnames=self.classnames)
         self.feature_caches = FeatureCaches(cfg.DATALOADER.FEATURE_CACHE.DIR, self.encode_frozen,
                                             self.frozen_feature_identity, self.device, cfg.SEED,
                                             num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=self.pin_memory)
@@ -300,7 +302,8 @@ class TrainerBase:
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
             return
-        loaded = self.checkpointer.load(directory, epoch, self.get_model_names(names))
+        loaded = self.checkpointer.load(directory, epoch, self.get_model_names(names),
+                                        allow_cross=self.cross_eval)
         if loaded is not None:
             self.epoch = loaded - 1  # so results.json names the epoch evaluated
 
@@ -564,4 +567,6 @@ class TrainerBase:
         out["precision"] = getattr(getattr(self, "precision", None), "name", None)
         out["device"] = self.device.type
         out["identity"] = dict(self.identity)
+        if self.checkpointer.cross_eval:   # a deliberate cross-evaluation (--cross-eval): what differs
+            out["cross_eval"] = list(self.checkpointer.cross_eval)
         write_json(out, os.path.join(self.output_dir, "results.json"))

@@ -27,8 +27,8 @@ def test_checkpoint_holds_only_learnable_tensors(demo_root, tmp_path):
     assert sorted(os.listdir(d)) == ["checkpoint", "model.pth.tar-2"]
     assert (d / "checkpoint").read_text() == "model.pth.tar-2\n"
     ckpt = torch.load(d / "model.pth.tar-2", weights_only=True)
-    # Dassl's keys, plus the run's identity
-    assert set(ckpt) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result", "identity"}
+    # Dassl's keys, plus the run's identity and class names
+    assert set(ckpt) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result", "identity", "classnames"}
     assert ckpt["identity"] == dict(t.identity) and ckpt["identity"]["trainer"] == "CoOp"
     assert list(ckpt["state_dict"]) == ["ctx"] and ckpt["epoch"] == 2
     assert ckpt["state_dict"]["ctx"].shape == (4, 128) and ckpt["state_dict"]["ctx"].dtype == torch.float32
