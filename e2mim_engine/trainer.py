@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import interrupt
 from .checkpointer import Checkpointer
 from .data.data_manager import DataManager
 from .data.feature_cache import CachedFeatureLoader
@@ -488,6 +489,7 @@ class TrainerBase:
         "label", ...): the method's forward_backward with the models in train mode. Returns
         its dict of scalars. The loop calls it for every batch; a benchmark or a harness may
         call it on a built trainer without train() (epoch 0, batch count unknown)."""
+        interrupt.check()
         if self.model_mode != "train":
             self.set_model_mode("train")
         return self.forward_backward(batch)
@@ -498,6 +500,7 @@ class TrainerBase:
         method with frozen_eval_features) in eval mode, without autograd: what evaluate()
         runs per batch. Class features a method encodes once per evaluation are encoded by
         the first call after a switch to eval mode."""
+        interrupt.check()
         if self.model_mode != "eval":
             self.set_model_mode("eval")
         return self.model_inference(input)

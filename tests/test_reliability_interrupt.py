@@ -123,17 +123,18 @@ def test_interrupted_before_the_first_save_and_during_evaluation(demo_root, tmp_
 
 
 def test_ctrl_c_on_a_real_train_py(demo_root, tmp_path):
-    """From outside, as a terminal sends it: exit 130, one line, no traceback."""
+    """From outside, as a terminal sends it (to the whole process group, DataLoader workers
+    included): exit 130, one line, no traceback."""
     out = tmp_path / "run"
     argv = [sys.executable, os.path.join(ROOT, "train.py")] + \
-        [str(a) for a in demo_args(demo_root, str(out), "OPTIM.MAX_EPOCH", 200)]
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [str(a) for a in demo_args(demo_root, str(out), "OPTIM.MAX_EPOCH", 200, "DATALOADER.NUM_WORKERS", 2)]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
         while not (out / MANIFEST).exists():
             assert p.poll() is None and time.time() < deadline
             time.sleep(0.1)
-        p.send_signal(signal.SIGINT)
+        os.killpg(p.pid, signal.SIGINT)
         err = p.communicate(timeout=60)[1]
     finally:
         if p.poll() is None:
