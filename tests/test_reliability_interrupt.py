@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import DEMO_CFG, ROOT, TINY_CFG, demo_args
+from conftest import DEMO_CFG, ROOT, demo_args
 from e2mim_engine.checkpoint import load_checkpoint
 from e2mim_engine.cli import main
 from e2mim_engine.run import MANIFEST
