@@ -16,8 +16,8 @@ import os
 import random
 
 from e2mim_engine.data import (DATASET_REGISTRY, IMAGE_EXTENSIONS, BenchmarkDataset, Datum, list_class_folders,
-                               list_files, read_classnames, read_split, save_generated_split, split_per_class,
-                               split_trainval)
+                               list_files, read_classnames, read_split, resolve_data_root, save_generated_split,
+                               split_per_class, split_trainval)
 from e2mim_engine.errors import ConfigError, DataError
 from e2mim_engine.utils import logger
 
@@ -65,6 +65,17 @@ class ImageFolder(BenchmarkDataset):
         if cfg.DATASET.TEMPLATE:
             self.template = cfg.DATASET.TEMPLATE
         super().__init__(cfg)
+
+    @classmethod
+    def check_root(cls, cfg):
+        d = os.path.expanduser(cfg.DATASET.CUSTOM.DIR or "").rstrip("/\\")
+        if d and os.path.isabs(d):
+            if not os.path.isdir(d):
+                raise DataError(f"DATASET.CUSTOM.DIR {d} is not a folder. Point it to your dataset folder "
+                                f"(see 'Custom datasets' in DATASETS.md).")
+            return None
+        resolve_data_root(cfg, d or "<DATASET.CUSTOM.DIR>")
+        return None
 
     # ---- helpers -----------------------------------------------------------------------
     def _name_map(self, cfg):

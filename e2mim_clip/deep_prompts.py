@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from yacs.config import CfgNode as CN
 
+from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.utils import logger
 
@@ -244,6 +245,21 @@ class DeepPromptCLIP(PromptCLIP):
         """The frozen model's normalized image features (no prompts): no second CLIP needed."""
         return F.normalize(self.image_encoder(image).float(), dim=-1)
 
+
+def _deeper(prefix):
+    """re.sub replacement: the VPT_shallow prompt of block i (>= 1) is our deep prompt i - 1."""
+    return lambda m: f"prompt_learner.{prefix}.{int(m.group(1)) - 1}"
+
+
+# The published IVLP and PromptSRC code register the whole model as "VLPromptLearner" and keep
+# the vision input prompt and every deeper prompt inside CLIP's blocks (VPT, VPT_shallow); its
+# prompt learner holds the text context and a frozen copy of the image encoder.
+VL_PUBLISHED = PublishedFormat(
+    "VLPromptLearner", prefix="prompt_learner.",
+    rename=((r"^image_encoder\.VPT$", "prompt_learner.vision_ctx"),
+            (r"^image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$", _deeper("vision_deep")),
+            (r"^text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$", _deeper("text_deep"))),
+    drop=(r"^prompt_learner\.ZS_image_encoder\.",))
 
 def ivlp_node(n_ctx_vision=2, n_ctx_text=2, depth_vision=9, depth_text=9):
     """The published IVLP keys (PromptSRC's node has the same ones plus its loss keys)."""

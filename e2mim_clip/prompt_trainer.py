@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from e2mim_engine import __version__
+from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import parse_view, view_items
@@ -33,12 +34,15 @@ FROZEN_FEATURES = "e2mim_clip.prompting.encode_images(normalize=True)"
 
 @functools.lru_cache(maxsize=None)
 def frozen_code_digest():
-    """A hash of the code that computes the frozen image features (the loader, the prompting
-    module and the e2mim_clip modules it uses): part of the feature cache's key, so editing
+    """A hash of the code that computes the frozen image features (the image decoder, the
+    loader, the prompting module and the e2mim_clip modules it uses): part of the feature cache's key, so editing
     that code never lets a cache serve features of the old code."""
+    from e2mim_engine.data import images
+
     from . import loader, prompting
-    mods = {m.__name__: m for m in [loader, prompting] + [v for v in vars(prompting).values() if
-                                                          inspect.ismodule(v) and v.__name__.startswith("e2mim_clip.")]}
+    mods = {m.__name__: m for m in [loader, prompting, images] + [v for v in vars(prompting).values() if
+                                                                  inspect.ismodule(v) and
+                                                                  v.__name__.startswith("e2mim_clip.")]}
     h = hashlib.sha256()
     for name in sorted(mods):
         h.update(name.encode() + b"\0" + inspect.getsource(mods[name]).encode())
@@ -204,6 +208,11 @@ class ClipTrainer(TrainerBase):
         self.templates = templates
         with self.precision.autocast():
             return handcrafted_text_features(clip_model, self.classnames, templates, text_encoder)
+
+
+# CoOp, CoCoOp, KgCoOp and ProGrad's published trainers register the prompt learner itself as
+# "prompt_learner", with our names (and the class-name buffers, which we do not load).
+PUBLISHED_PROMPT_LEARNER = PublishedFormat("prompt_learner")
 
 
 class PromptTrainer(ClipTrainer):

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from e2mim_engine.errors import DataError
+
 from . import fused
 
 with warnings.catch_warnings():
@@ -25,9 +27,24 @@ with warnings.catch_warnings():
     from clip.clip import _tokenizer
 
 
+CONTEXT_LENGTH = 77  # CLIP's text context, start and end tokens included
+
+
 def tokenize(texts, truncate_to_eot=True):
-    """Token ids [n, L]; L is the longest EOT position + 1 unless ``truncate_to_eot`` is False."""
-    tokens = clip.tokenize(texts)
+    """Token ids [n, L]; L is the longest EOT position + 1 unless ``truncate_to_eot`` is False.
+    A text longer than CLIP's context (as CoOp, never cut) is a DataError naming it."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    try:
+        tokens = clip.tokenize(texts)
+    except RuntimeError:
+        long = [(n, t) for n, t in ((len(_tokenizer.encode(t)) + 2, t) for t in texts) if n > CONTEXT_LENGTH]
+        if not long:
+            raise
+        n, text = max(long)
+        raise DataError(f"{len(long)} prompt(s) do not fit CLIP's text context of {CONTEXT_LENGTH} tokens (start "
+                        f"and end included); the longest, {n} tokens: '{text}'. Class names come from the "
+                        f"dataset (for your own data, DATASET.CUSTOM.CLASSNAMES); shorten the longest, or use "
+                        f"fewer context tokens (N_CTX) or a shorter template.") from None
     if truncate_to_eot:
         tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
     return tokens
@@ -188,6 +205,11 @@ class PromptLearner(nn.Module):
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # class, '.', EOT
+
+    @property
+    def class_specific(self):
+        """CSC: a context per class, meaningful only for the classes it was trained on."""
+        return self.csc
 
     def forward(self):
         ctx = self.ctx.to(self.token_prefix.dtype)

@@ -1,5 +1,7 @@
 """CoOp's command line (train.py): argument parser, config assembly, run."""
 import argparse
+import os
+import shutil
 import sys
 
 import torch
@@ -7,7 +9,9 @@ import torch
 from .config import cfg_to_pairs, get_cfg_default, load_cfg_file, merge_cfg, merge_from_list, pairs_to_cfg
 from .data import DATASET_REGISTRY
 from .errors import ConfigError, UserError, user_message
-from .run import OutputLock
+from . import interrupt
+from .interrupt import Interrupted
+from .run import LOCK_FILE, MANIFEST, OutputLock, read_manifest
 from .trainer import TRAINER_REGISTRY, build_trainer
 from .seeding import set_random_seed
 from .utils import logger, setup_logger
@@ -36,6 +40,9 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--cross-eval", action="store_true",
+                   help="with --eval-only: evaluate a checkpoint trained with another trainer or backbone on "
+                        "purpose (the differences are recorded in results.json)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
@@ -102,13 +109,90 @@ def setup_cfg(args):
     return cfg
 
 
+# The generators' range: NumPy's seeds are 0 .. 2**32 - 1 (a negative SEED means unseeded).
+MAX_SEED = 2**32 - 1
+
+
+def preflight(args, cfg):
+    """Errors in the arguments and paths, found before anything is logged or written: unknown
+    names, the seed's range, the data root, --model-dir, --resume, and an evaluation into a
+    training run's folder. Returns notes to show first (a generated dataset about to be made)."""
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    seed = cfg.SEED
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed > MAX_SEED:
+        raise ConfigError(f"SEED (--seed) must be an integer from 0 to {MAX_SEED} (the range of the random "
+                          f"generators), or negative for an unseeded run; got {seed!r}.")
+    for flag, path in (("--model-dir", args.model_dir), ("--resume", args.resume)):
+        if path and not os.path.isdir(path):
+            raise UserError(f"{flag} {path}: no such folder. Pass the OUTPUT_DIR of a training run.")
+    if args.eval_only and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, MANIFEST)):
+        raise UserError(f"--output-dir {cfg.OUTPUT_DIR} holds a training run (its checkpoints and results.json): an "
+                        f"evaluation would replace that run's results.json. Evaluate into another --output-dir "
+                        f"(the protocols use base2new/test_new/... for the new classes).")
+    check_root = getattr(dataset, "check_root", None)
+    note = check_root(cfg) if check_root else None
+    return [note] if note else []
+
+
 def run(args):
     cfg = setup_cfg(args)
-    # Fail on unknown names before anything is written to the output folder.
-    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    DATASET_REGISTRY.get(cfg.DATASET.NAME)
-    with OutputLock(cfg.OUTPUT_DIR):  # one process writes a folder at a time
-        return _run_locked(args, cfg)
+    for note in preflight(args, cfg):
+        print(f"note: {note}", file=sys.stderr)
+    created = not os.path.exists(cfg.OUTPUT_DIR)
+    try:
+        with OutputLock(cfg.OUTPUT_DIR):  # one process writes a folder at a time
+            return _run_locked(args, cfg)
+    except UserError as e:
+        # a run that stopped before writing anything but its log leaves no folder behind
+        e.discard_folder = cfg.OUTPUT_DIR if created else None
+        raise
+    except Interrupted as e:
+        e.run = (cfg.OUTPUT_DIR, bool(args.eval_only), cfg.OPTIM.MAX_EPOCH)
+        raise
+    except Exception:
+        if interrupt.received() is None:
+            raise
+        # e.g. a DataLoader worker killed by the same SIGTERM: part of the interruption
+        e = Interrupted(interrupt.received())
+        e.run = (cfg.OUTPUT_DIR, bool(args.eval_only), cfg.OPTIM.MAX_EPOCH)
+        raise e from None
+
+
+def interrupted_message(e):
+    """The one line for a run stopped by SIGTERM / SIGINT: what is saved and how to go on."""
+    output_dir, eval_only, max_epoch = getattr(e, "run", ("", False, 0))
+    if eval_only:
+        return (f"interrupted by {e.name} during the evaluation: results.json was not written; run the same "
+                f"command again to evaluate.")
+    try:
+        manifest = read_manifest(output_dir) if output_dir else None
+    except UserError:
+        manifest = None
+    epoch = manifest["epoch"] if manifest else 0
+    if not epoch:
+        return (f"interrupted by {e.name} before the first epoch was saved: nothing to resume; run the same "
+                f"command again to start over.")
+    if epoch >= max_epoch:
+        return (f"interrupted by {e.name} after training: the last saved epoch is {epoch} of {max_epoch} (in "
+                f"{output_dir}); run the same command again to run its final test.")
+    return (f"interrupted by {e.name}: the last saved epoch is {epoch} of {max_epoch} (in {output_dir}); run the "
+            f"same command again to resume from it.")
+
+
+def _log_line(line):
+    for h in list(logger.handlers):
+        if hasattr(h, "baseFilename"):
+            h.stream.write(line + "\n")
+            h.flush()
+
+
+def discard_failed_start(folder):
+    """Remove ``folder`` (made by this run) if it holds nothing but the log and the lock."""
+    if not folder or not os.path.isdir(folder):
+        return
+    if all(f == LOCK_FILE or f == "log.txt" or f.startswith("log.txt-") for f in os.listdir(folder)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_locked(args, cfg):
@@ -131,6 +215,7 @@ def _run_locked(args, cfg):
             raise ConfigError(f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir (the OUTPUT_DIR of the "
                               f"training run, with --load-epoch N or its best model): without it the "
                               f"untrained {', '.join(trainer.get_model_names())} would be evaluated.")
+        trainer.cross_eval = args.cross_eval
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return trainer
@@ -142,14 +227,24 @@ def _run_locked(args, cfg):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        with interrupt.handling():
+            run(args)
+    except Interrupted as e:
+        # One line on stderr and in log.txt; exit status 128 + signal (143 SIGTERM, 130 SIGINT).
+        line = interrupted_message(e)
+        print(line, file=sys.stderr)
+        _log_line(line)
+        return e.exit_code
     except UserError as e:
         # One paragraph on stderr (and in log.txt if one was opened), no traceback.
         msg = user_message(e)
         print(f"error: {msg}", file=sys.stderr)
-        for h in logger.handlers:
-            if hasattr(h, "baseFilename"):
-                h.stream.write(f"error: {msg}\n")
-                h.flush()
+        _log_line(f"error: {msg}")
+        if getattr(e, "discard_folder", None):
+            for h in list(logger.handlers):
+                if hasattr(h, "baseFilename"):
+                    logger.removeHandler(h)
+                    h.close()
+        discard_failed_start(getattr(e, "discard_folder", None))
         return 2
     return 0

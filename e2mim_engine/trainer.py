@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import interrupt
 from .checkpointer import Checkpointer
 from .data.data_manager import DataManager
 from .data.feature_cache import CachedFeatureLoader
@@ -45,6 +46,12 @@ class TrainerBase:
     # Such a method also fills in encode_frozen and frozen_feature_identity.
     frozen_eval_features = False
     frozen_train_features = False
+    # How the method's published Dassl trainer saved its model (checkpoint.PublishedFormat), so
+    # that --eval-only --model-dir reads the authors' released model.pth.tar-N files; None: no
+    # published code.
+    published_checkpoint = None
+    # --cross-eval: load_model accepts a checkpoint of another trainer or backbone (recorded)
+    cross_eval = False
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -83,7 +90,8 @@ class TrainerBase:
         self.identity = run_identity(cfg, self.backbone_sha256, keys)
         # the collaborators: checkpoints + resume + manifest, and the feature caches
         self.checkpointer = Checkpointer(self._models, self._optims, self._scheds, self.identity,
-                                         config_items(cfg, keys), cfg.TRAIN.CHECKPOINT_FREQ)
+                                         config_items(cfg, keys), cfg.TRAIN.CHECKPOINT_FREQ,
+                                         published=self.published_checkpoint, classnames=self.classnames)
         self.feature_caches = FeatureCaches(cfg.DATALOADER.FEATURE_CACHE.DIR, self.encode_frozen,
                                             self.frozen_feature_identity, self.device, cfg.SEED,
                                             num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=self.pin_memory)
@@ -292,11 +300,14 @@ class TrainerBase:
 
     def load_model(self, directory, epoch=None, names=None):
         """Load weights for evaluation (no optimizer state). ``names`` limits which models:
-        training-only parts (e.g. a critic sized for the base classes) can be left out."""
+        training-only parts (e.g. a critic sized for the base classes) can be left out. A
+        folder written by the method's published Dassl trainer (published_checkpoint) is read
+        too, its parameter names mapped to ours."""
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
             return
-        loaded = self.checkpointer.load(directory, epoch, self.get_model_names(names))
+        loaded = self.checkpointer.load(directory, epoch, self.get_model_names(names),
+                                        allow_cross=self.cross_eval)
         if loaded is not None:
             self.epoch = loaded - 1  # so results.json names the epoch evaluated
 
@@ -481,6 +492,7 @@ class TrainerBase:
         "label", ...): the method's forward_backward with the models in train mode. Returns
         its dict of scalars. The loop calls it for every batch; a benchmark or a harness may
         call it on a built trainer without train() (epoch 0, batch count unknown)."""
+        interrupt.check()
         if self.model_mode != "train":
             self.set_model_mode("train")
         return self.forward_backward(batch)
@@ -491,6 +503,7 @@ class TrainerBase:
         method with frozen_eval_features) in eval mode, without autograd: what evaluate()
         runs per batch. Class features a method encodes once per evaluation are encoded by
         the first call after a switch to eval mode."""
+        interrupt.check()
         if self.model_mode != "eval":
             self.set_model_mode("eval")
         return self.model_inference(input)
@@ -561,4 +574,6 @@ class TrainerBase:
         out["precision"] = getattr(getattr(self, "precision", None), "name", None)
         out["device"] = self.device.type
         out["identity"] = dict(self.identity)
+        if self.checkpointer.cross_eval:   # a deliberate cross-evaluation (--cross-eval): what differs
+            out["cross_eval"] = list(self.checkpointer.cross_eval)
         write_json(out, os.path.join(self.output_dir, "results.json"))

@@ -1,5 +1,6 @@
 """Logging, meters and crash-safe file writes (no torch: the dataset layer imports this)."""
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import tempfile
 import time
 from collections import defaultdict
 
-from .errors import storage_error
+from .errors import DataError, storage_error
 
 
 logger = logging.getLogger("e2mim")
@@ -161,7 +162,13 @@ def read_json(path):
 
 def listdir_nohidden(path, sort=True):
     """Visible entries of a folder, sorted case-sensitively so splits are the same on every disk."""
-    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    try:
+        items = [f for f in os.listdir(path) if not f.startswith(".")]
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink that loops, as a path of the dataset
+            raise DataError(f"{path} is a symbolic link that loops ({e.strerror}): remove it or point it to a "
+                            f"real folder.") from None
+        raise
     if sort:
         items.sort()
     return items

@@ -40,7 +40,8 @@ def build_parser():
                    help="average over the cells that are there (flagged with *) instead of leaving averages out")
     p.add_argument("--sample-std", action="store_true", help="std with ddof=1 (default ddof=0, as CoOp's parser)")
     p.add_argument("--no-reported", action="store_true", help="leave out the published rows")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 if any run is missing or unfinished")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 if any run is missing, unfinished or flagged")
     return p
 
 
@@ -54,6 +55,8 @@ def main(argv=None):
                           dg_datasets=a.dg_datasets, shots=a.shots, methods=a.methods, tables=a.tables,
                           ddof=1 if a.sample_std else 0, partial=a.partial, reported=not a.no_reported,
                           xd_source=a.xd_source)
+    for problem in report.flagged:
+        print(f"warning: {problem}: left out of the tables", file=sys.stderr)
     if not report.tables:
         print(f"No protocol runs found under {', '.join(a.roots)} (expected folders like "
               f"base2new/train_base/<dataset>/shots_16/<Trainer>/<cfg>/seed1).", file=sys.stderr)
@@ -64,7 +67,7 @@ def main(argv=None):
         for fmt, render in RENDERERS.items():
             with open(a.save + EXTENSIONS[fmt], "w") as f:
                 f.write(render(report))
-    return 1 if a.strict and (report.missing or report.unfinished) else 0
+    return 1 if a.strict and (report.missing or report.unfinished or report.flagged) else 0
 
 
 if __name__ == "__main__":

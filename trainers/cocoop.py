@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_clip.prompt_trainer import PromptTrainer
+from e2mim_clip.prompt_trainer import PUBLISHED_PROMPT_LEARNER, PromptTrainer
 from e2mim_clip.prompting import PromptCLIP, PromptLearner
 from e2mim_engine.method_config import config_node, option
 from e2mim_engine.evaluation import compute_accuracy
@@ -92,6 +92,7 @@ class CoCoOpConfig:
 
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
+    published_checkpoint = PUBLISHED_PROMPT_LEARNER
     node = "COCOOP"
     prompt_clip = CoCoOpCLIP
     # The meta-net reads the frozen encoder's normalized feature: cached features serve it.

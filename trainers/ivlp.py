@@ -11,12 +11,13 @@ CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9
 PROMPT_DEPTH_VISION 0 (with N_CTX_VISION 0) is deep language prompting only; a depth above
 the encoder's layer count prompts every layer (logged; results.json has the depths used).
 """
-from e2mim_clip.deep_prompts import DeepPromptTrainer, ivlp_node
+from e2mim_clip.deep_prompts import VL_PUBLISHED, DeepPromptTrainer, ivlp_node
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
 
 @TRAINER_REGISTRY.register()
 class IVLP(DeepPromptTrainer):
+    published_checkpoint = VL_PUBLISHED
     node = "IVLP"
 
     @classmethod

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from e2mim_clip.prompt_trainer import PromptTrainer, context_node, read_published_coop_keys
+from e2mim_clip.prompt_trainer import (PUBLISHED_PROMPT_LEARNER, PromptTrainer, context_node,
+                                       read_published_coop_keys)
 from e2mim_clip.prompting import cosine_consistency
 from e2mim_clip.templates import TEMPLATE_SETS
 from e2mim_engine.evaluation import compute_accuracy
@@ -47,6 +48,7 @@ class KgCoOpConfig:
 
 @TRAINER_REGISTRY.register()
 class KgCoOp(PromptTrainer):
+    published_checkpoint = PUBLISHED_PROMPT_LEARNER
     node = "KGCOOP"
     config_view = KgCoOpConfig
     frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder

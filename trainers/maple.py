@@ -14,12 +14,18 @@ depth above the encoders' layer count prompts every layer (logged).
 from yacs.config import CfgNode as CN
 
 from e2mim_clip.deep_prompts import DeepPromptTrainer, MaPLePromptLearner, check_depth, encoder_shapes
+from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
 
 @TRAINER_REGISTRY.register()
 class MaPLe(DeepPromptTrainer):
     node = "MAPLE"
+    # The published code registers the whole model as "MultiModalPromptLearner"; its deep text
+    # prompts are compound_prompts_text.<i>, the rest of the prompt learner has our names.
+    published_checkpoint = PublishedFormat(
+        "MultiModalPromptLearner", prefix="prompt_learner.",
+        rename=((r"^prompt_learner\.compound_prompts_text\.(\d+)$", r"prompt_learner.text_deep.\1"),))
 
     @classmethod
     def extend_cfg(cls, cfg):

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_clip.prompt_trainer import PromptTrainer, context_node, read_published_coop_keys
+from e2mim_clip.prompt_trainer import (PUBLISHED_PROMPT_LEARNER, PromptTrainer, context_node,
+                                       read_published_coop_keys)
 from e2mim_clip.prompting import PromptLearner, _tokenizer, tokenize
 from e2mim_clip.templates import TEMPLATE_SETS, dataset_template
 from e2mim_engine.errors import ConfigError, UserError
@@ -90,6 +91,7 @@ def project_gradient(g_ce, g_kl, lam=1.0):
 
 @TRAINER_REGISTRY.register()
 class ProGrad(PromptTrainer):
+    published_checkpoint = PUBLISHED_PROMPT_LEARNER
     node = "PROGRAD"
     frozen_eval_features = frozen_train_features = True  # the image side is the frozen encoder
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from e2mim_clip.deep_prompts import DeepPromptTrainer, ivlp_node
+from e2mim_clip.deep_prompts import VL_PUBLISHED, DeepPromptTrainer, ivlp_node
 from e2mim_clip.prompting import tokenize
 from e2mim_engine.method_config import AT_LEAST_0, config_node, option
 from e2mim_engine.evaluation import compute_accuracy
@@ -93,6 +93,9 @@ class PromptSRCConfig:
 @TRAINER_REGISTRY.register()
 class PromptSRC(DeepPromptTrainer):
     node = "PROMPTSRC"
+    # its files hold the aggregated prompts (GPA replaces them after the last epoch), not our
+    # running sums, which only training reads
+    published_checkpoint = VL_PUBLISHED._replace(not_saved=(r"^gpa\.",))
 
     config_view = PromptSRCConfig
 

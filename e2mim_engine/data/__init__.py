@@ -8,7 +8,7 @@ They are torch-free and re-exported here for the dataset modules; the loaders
 their own modules.
 """
 from .bases import (DATASET_REGISTRY, BenchmarkDataset, DatasetBase, TestOnlyDataset, ZooDataset,  # noqa: F401
-                    build_dataset, resolve_data_root)
+                    all_shots_note, build_dataset, resolve_data_root)
 from .datum import Datum  # noqa: F401
 from .folders import (CLASSNAMES_SOURCE, IMAGE_EXTENSIONS, find_classnames_file, index_class_folders,  # noqa: F401
                       is_image_file, layout_hint, list_class_folders, list_files, read_classnames)

@@ -28,6 +28,12 @@ def build_dataset(cfg):
     return DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
 
 
+def all_shots_note(k):
+    """The log line for NUM_SHOTS < 1, which (as in Dassl) means no few-shot draw."""
+    return (f"DATASET.NUM_SHOTS {k}: every training image is used (Dassl's meaning of NUM_SHOTS < 1: no "
+            f"few-shot draw)")
+
+
 def resolve_data_root(cfg, folder):
     """The absolute DATASET.ROOT, or the error for a missing one."""
     root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT or ""))
@@ -99,6 +105,24 @@ class BenchmarkDataset(DatasetBase):
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
 
+    @classmethod
+    def check_root(cls, cfg):
+        """Before anything is written: the DataError for a DATASET.ROOT that does not exist;
+        for a generated dataset whose folder does not exist yet, the note that it is about to
+        be generated there (a mistyped --root would otherwise fill a new folder silently).
+        None when there is nothing to say."""
+        folder = cls.dataset_dir
+        if not cls.generated:
+            resolve_data_root(cfg, folder)
+            return None
+        if not cfg.DATASET.ROOT:
+            resolve_data_root(cfg, folder)
+        path = os.path.join(os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT)), folder)
+        if os.path.isdir(path):
+            return None
+        return (f"{path} does not exist: {cls.__name__} will be generated there now. If you meant an existing "
+                f"copy, stop this run and check --root (DATASET.ROOT).")
+
     def prepare(self, cfg):
         """A generated dataset is written on first use (the whole folder, by ``generate``)."""
         if self.generated and not os.path.isdir(self.dataset_dir):
@@ -131,6 +155,7 @@ class BenchmarkDataset(DatasetBase):
         is stored through draw_few_shot, read_few_shot and few_shot_entries."""
         k, seed = cfg.DATASET.NUM_SHOTS, cfg.SEED
         if k < 1:
+            logger.info(all_shots_note(k))
             return self.all_shots(train, val)
         k_val = min(k, cfg.DATASET.VAL_SHOTS)
         if seed < 0:

@@ -1,24 +1,13 @@
 """DataManager: dataset, transforms and loaders (Dassl's interface)."""
 import torch
-from PIL import Image
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..errors import ConfigError, DataError
 from ..utils import logger
 from .bases import build_dataset
+from .images import read_image  # noqa: F401  (the loaders' decoder, also imported from here)
 from .transforms import build_transform
-
-
-def read_image(path):
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"Image file {path} does not exist (listed by the dataset split).") from None
-    except OSError as e:
-        raise DataError(f"Cannot read image {path}: {e}. The file is corrupt or not an image; "
-                        f"replace it or remove it from the split.") from None
 
 
 class DatasetWrapper(Dataset):
@@ -52,10 +41,23 @@ def build_data_loader(data_source, transform, batch_size, sampler="SequentialSam
     return DataLoader(ds, batch_size=batch_size, sampler=smp, drop_last=drop_last, **common)
 
 
+def check_class_count(dataset, cfg):
+    """A run over fewer than two classes would report 100% accuracy by construction: refused."""
+    if dataset.num_classes >= 2:
+        return
+    sub = str(cfg.DATASET.SUBSAMPLE_CLASSES).lower()
+    which = f"the '{sub}' half of " if sub != "all" else ""
+    raise DataError(f"{which}{cfg.DATASET.NAME} has {dataset.num_classes} class ({', '.join(dataset.classnames)}): "
+                    f"an accuracy over fewer than two classes is 100% by construction, so no run is made. Use a "
+                    f"dataset with at least two classes" + (" in each half (base-to-new needs at least four)."
+                                                             if which else "."))
+
+
 class DataManager:
     def __init__(self, cfg, dataset=None, tfm_train=None, tfm_test=None, train_batch_sampler=None,
                  pin_memory=False):
         self.dataset = dataset if dataset is not None else build_dataset(cfg)
+        check_class_count(self.dataset, cfg)
         self.tfm_train = tfm_train or build_transform(cfg, is_train=True)
         self.tfm_test = tfm_test or build_transform(cfg, is_train=False)
         nw = cfg.DATALOADER.NUM_WORKERS

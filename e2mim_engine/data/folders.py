@@ -1,6 +1,7 @@
 """Reading a dataset's folders: sorted listings, the cached index of ImageNet-style class
 folders, hints for a path that is not where expected, and ImageNet's classnames.txt."""
 import difflib
+import errno
 import json
 import os
 from collections import OrderedDict
@@ -18,10 +19,22 @@ def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _is(entry, kind):
+    """entry.is_dir() / is_file() following symlinks; a symlink that loops (or points into a
+    loop) is a DataError naming it, not an OSError from deep inside a loader."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{entry.path} is a symbolic link that loops ({e.strerror}): remove it or point it "
+                            f"to a real folder or image.") from None
+        raise
+
+
 def list_class_folders(path, ignored=()):
     """Visible sub-folders of ``path`` (symlinks to folders included), sorted case-sensitively."""
     with os.scandir(path) as it:
-        names = [e.name for e in it if not e.name.startswith(".") and e.name not in ignored and e.is_dir()]
+        names = [e.name for e in it if not e.name.startswith(".") and e.name not in ignored and _is(e, "dir")]
     names.sort()
     return names
 
@@ -29,8 +42,8 @@ def list_class_folders(path, ignored=()):
 def list_files(path, images_only=False):
     """Visible files of a folder, sorted (``images_only``: by extension, see IMAGE_EXTENSIONS)."""
     with os.scandir(path) as it:
-        names = [e.name for e in it if not e.name.startswith(".") and e.is_file()
-                 and (not images_only or is_image_file(e.name))]
+        names = [e.name for e in it if not e.name.startswith(".") and (not images_only or is_image_file(e.name))
+                 and _is(e, "file")]
     names.sort()
     return names
 

@@ -76,6 +76,7 @@ class Report:
     missing: List[str]        # run folders that should exist and hold a result
     unfinished: List[str]     # run folders without a result yet
     runs: List[Run]
+    flagged: List[str] = field(default_factory=list)  # results not used, each with the reason
 
 
 def method_labels(runs):
@@ -267,6 +268,7 @@ def build_report(roots, seeds=None, datasets=None, xd_datasets=None, dg_datasets
         if t:
             out.append(t)
             missing += m
-    unfinished = sorted(r.path for r in runs if not r.finished)
-    missing = [m for m in dict.fromkeys(missing) if m not in unfinished]
-    return Report(out, missing, unfinished, runs)
+    unfinished = sorted(r.path for r in runs if not r.finished and not r.problem)
+    bad = sorted((r.path, r.problem) for r in runs if r.problem)
+    missing = [m for m in dict.fromkeys(missing) if m not in unfinished and m not in dict(bad)]
+    return Report(out, missing, unfinished, runs, [p for _, p in bad])

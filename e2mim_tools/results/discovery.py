@@ -9,7 +9,11 @@ shots_<K>), and CoOp's own few-shot layout (its scripts/coop/main.sh):
 A run's accuracy comes from its results.json (our runs) or, for runs made with the
 published repositories, from Dassl's log.txt (e2mim_tools.results.dassl_log). Its shots come
 from results.json too where the run trained few-shot (trained_shots); the folder's name only
-places it.
+places it. A folder this project wrote (it holds the output-folder lock or a checkpoint
+manifest) is read from results.json only: its log's last result block may be a validation one
+of a run killed during its final test. A results.json that cannot be read, or whose trainer,
+dataset, seed or subsample contradicts the folder it is in, is a *flagged* run: never
+averaged, listed with the reason.
 """
 import json
 import os
@@ -17,7 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..protocols import LAYOUTS
+from e2mim_engine.run import LOCK_FILE, MANIFEST
+
+from ..protocols import DATASETS, LAYOUTS
 from .dassl_log import log_files, parse_dassl_log
 
 _SEG = r"[^/]+"
@@ -47,26 +53,63 @@ PATTERNS = [  # (protocol, regex, format of the folder for listing missing runs)
 FORMATS = {name: fmt for name, _, fmt in PATTERNS}
 
 
+class CorruptResult(ValueError):
+    """A results.json that is not a JSON object with a numeric accuracy."""
+
+
 def read_result(output_dir):
+    """The run's results.json as a dict, None when there is none; CorruptResult when it
+    cannot be read (half-written, edited by hand, not a result)."""
     path = os.path.join(output_dir, "results.json")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            res = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptResult(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(res, dict) or not isinstance(res.get("accuracy"), (int, float)) \
+            or isinstance(res.get("accuracy"), bool):
+        raise CorruptResult(f"{path} holds no numeric 'accuracy' (not a result of a run)")
+    return res
+
+
+def written_by_project(directory):
+    """True for a run folder this project's train.py wrote (lock file or manifest)."""
+    return any(os.path.exists(os.path.join(directory, f)) for f in (LOCK_FILE, MANIFEST))
 
 
 def read_run_result(directory):
     """(result dict, source) for a run folder, or (None, None) when it has no result yet.
-    results.json wins; otherwise the newest log with a finished result."""
+    results.json wins; otherwise, for a folder of the published code, the newest log with a
+    finished test result. Raises CorruptResult for a results.json that cannot be read."""
     res = read_result(directory)
-    if res is not None and "accuracy" in res:
+    if res is not None:
         return res, "results.json"
+    if written_by_project(directory):
+        return None, None
     for path in reversed(log_files(directory)):
         with open(path, errors="replace") as f:
             res = parse_dassl_log(f.read())
         if res is not None:
             return res, os.path.basename(path)
     return None, None
+
+
+def identity_conflicts(run, res):
+    """"field: folder X, results.json Y" for every identity field of ``res`` (trainer, dataset,
+    seed, subsample) that contradicts the folder ``run`` was found in (fields the results do
+    not hold are not compared)."""
+    expect = {"trainer": run.trainer, "seed": run.seed}
+    if run.dataset in DATASETS:
+        expect["dataset"] = DATASETS[run.dataset][0]
+    if run.protocol == "base2new":
+        expect["subsample"] = run.role
+    elif run.protocol in ("fewshot", "xd"):
+        expect["subsample"] = "all"
+    # (shots are not compared: a run's shots are read from its results.json, trained_shots)
+    return [f"{k}: folder {v!r}, results.json {res[k]!r}" for k, v in expect.items()
+            if k in res and res[k] != v]
 
 
 @dataclass
@@ -81,6 +124,7 @@ class Run:
     path: str
     accuracy: Optional[float] = None
     source: Optional[str] = None   # results.json or the log file it came from
+    problem: Optional[str] = None  # why its result is not used (corrupt, contradicts its folder)
     fields: dict = field(default_factory=dict, repr=False)
     fmt: str = field(default="", repr=False)
 
@@ -139,8 +183,17 @@ def find_runs(roots):
             run = classify(os.path.normpath(dirpath))
             if run is None:
                 continue
-            res, src = read_run_result(dirpath)
-            if res is not None:
+            try:
+                res, src = read_run_result(dirpath)
+            except CorruptResult as e:
+                run.problem = str(e)
+                runs.append(run)
+                continue
+            conflicts = identity_conflicts(run, res) if src == "results.json" else []
+            if conflicts:
+                run.problem = (f"{os.path.join(dirpath, 'results.json')} contradicts its folder ("
+                               + "; ".join(conflicts) + ")")
+            elif res is not None:
                 run.accuracy, run.source = float(res["accuracy"]), src
                 run.shots = trained_shots(res, run.shots)
             runs.append(run)

@@ -30,6 +30,9 @@ def _footer(report, fmt):
     if any(isinstance(c, Cell) and c.flagged for t in report.tables for row in t.rows for c in row):
         lines.append("* incomplete: fewer seeds (or datasets) than expected; (n/m) = seeds found / expected. "
                      "Averages over incomplete cells are not given (see the missing runs below).")
+    if report.flagged:
+        lines.append(f"Flagged runs (result not used): {len(report.flagged)}")
+        lines += [f"  {p}" for p in report.flagged]
     if report.unfinished:
         lines.append(f"Unfinished runs (folder exists, no result yet): {len(report.unfinished)}")
         lines += [f"  {p}" for p in report.unfinished]
@@ -91,6 +94,8 @@ def render_csv(report):
                 w.writerow([t.title, dataset, method, col, "" if c.empty else f"{c.mean:.4f}",
                             "" if c.std is None else f"{c.std:.4f}", c.n, c.expected, int(not c.flagged),
                             int(c.reported)])
+    for p in report.flagged:
+        w.writerow(["flagged", "", "", p, "", "", "", "", "", ""])
     for p in report.unfinished:
         w.writerow(["unfinished", "", "", p, "", "", "", "", "", ""])
     for p in report.missing:

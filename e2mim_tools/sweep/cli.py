@@ -189,11 +189,31 @@ def cmd_run(a, sw, runs):
     return 0 if all(st == DONE for st, _ in info.values()) else 1
 
 
+def _not_a_sweep(a, sw):
+    """The error for status/report where no sweep has run (None when one has)."""
+    if os.path.isfile(os.path.join(sw.folder, "sweep.json")):
+        return None
+    parent = os.path.dirname(sw.folder)
+    found = sorted(d for d in os.listdir(parent) if os.path.isfile(os.path.join(parent, d, "sweep.json"))) \
+        if os.path.isdir(parent) else []
+    there = f"sweeps under {sw.output}: {', '.join(found)} (pick one with --name)" if found else \
+        f"no sweep has run under {sw.output}"
+    return (f"{sw.folder} is not a sweep's folder (no sweep.json: `e2mim-sweep run` writes it); {there}. "
+            f"Check --output and --name (or the sweep file's `output:` and `name:`); `e2mim-sweep run ... "
+            f"--dry-run` lists what a sweep would run, and `e2mim-results {sw.output}` tabulates runs the "
+            f"protocol scripts wrote.")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")   # e2mim-sweep SWEEP.yaml ... means run
     a = build_parser().parse_args(argv)
+    if getattr(a, "sweep", None) and os.path.isdir(a.sweep):
+        print(f"error: {a.sweep} is a folder, not a sweep file: pass the sweep's YAML file (e2mim-sweep "
+              f"{a.command} SWEEP.yaml), or --output/--name for a sweep run from flags; "
+              f"`e2mim-results {a.sweep}` tabulates the runs of a folder written without a sweep.", file=sys.stderr)
+        return 2
     try:
         sw = _sweep(a)
         runs = expand(sw)
@@ -209,6 +229,12 @@ def main(argv=None):
         print(f"JOB_MODEL_DIR={shlex.quote(model_dir)}")
         print(f"JOB_ARGS=({' '.join(shlex.quote(x) for x in run.args)})")
         return 0
+    problem = _not_a_sweep(a, sw)
+    if problem and a.command == "report":
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if problem:  # status of a sweep not run yet: what it would run, all pending
+        print(f"note: {problem}", file=sys.stderr)
     if a.command == "status":
         info = collect(sw, runs)
         if a.json:

@@ -19,6 +19,8 @@ def write_report(sw, plots=True, log=print):
     Returns (report, [files])."""
     sel = _selection(sw)
     report = build_report([sw.output], tables=[TABLES[p] for p in sw.protocols], **sel)
+    for problem in report.flagged:
+        log(f"warning: {problem}: left out of the tables")
     os.makedirs(sw.folder, exist_ok=True)
     files = []
     if report.tables:

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 import yaml
 
+from e2mim_engine.errors import closest
 from e2mim_tools import protocols as P
 
 PROTOCOLS = ("base2new", "xd", "dg", "fewshot")
@@ -23,8 +24,25 @@ TOP_KEYS = ("name", "data", "output", "backbone", "seeds", "protocols", "methods
             "slurm", "configs", "python", "cfg")
 
 
+LOCAL_KEYS = ("slots", "gpus", "per_gpu", "preload")
+METHOD_KEYS = ("method", "trainer", "cfg", "cfg_b2n", "cfg_xd", "cfg_fs", "zero_shot", "opts", "label", "tag",
+               "datasets", "seeds")
+
+
 class SweepError(Exception):
     """A mistake in the sweep file or flags (exit status 2, one message)."""
+
+
+def _check_keys(where, given, known):
+    """SweepError naming every unknown key of ``given`` and the closest valid one."""
+    unknown = sorted(set(given) - set(known), key=str)
+    if not unknown:
+        return
+    parts = []
+    for k in unknown:
+        hint = closest(k, known)
+        parts.append(f"{k!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    raise SweepError(f"{where}: unknown key(s) {', '.join(parts)}. Valid keys: {', '.join(known)}")
 
 
 def repo_configs():
@@ -137,10 +155,7 @@ def _method(entry, i, cfg=None):
         entry = dict(entry, cfg=cfg)
     if not isinstance(entry, dict):
         raise SweepError(f"methods[{i}]: a name of the methods table or a mapping expected, got {entry!r}")
-    unknown = set(entry) - {"method", "trainer", "cfg", "cfg_b2n", "cfg_xd", "cfg_fs", "zero_shot", "opts",
-                            "label", "tag", "datasets", "seeds"}
-    if unknown:
-        raise SweepError(f"methods[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
+    _check_keys(f"methods[{i}]", entry, METHOD_KEYS)
     base = None
     if "method" in entry:
         try:
@@ -207,9 +222,11 @@ def load(path=None, overrides=None, check_data=True):
             raw[k] = dict(raw[k], **v)
         else:
             raw[k] = v
-    unknown = set(raw) - set(TOP_KEYS)
-    if unknown:
-        raise SweepError(f"unknown sweep setting(s): {', '.join(sorted(unknown))} (known: {', '.join(TOP_KEYS)})")
+    _check_keys("sweep settings", raw, TOP_KEYS)
+    for key, known in (("local", LOCAL_KEYS), ("slurm", SLURM_KEYS)):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise SweepError(f"{key}: a mapping of settings expected, got {raw[key]!r}")
+        _check_keys(key, raw.get(key) or {}, known)
 
     def rel(p):  # paths in the file are relative to it
         p = os.path.expanduser(str(p))
@@ -264,9 +281,6 @@ def load(path=None, overrides=None, check_data=True):
         python=str(raw.get("python") or ""))
     if sw.backend not in ("local", "slurm"):
         raise SweepError(f"unknown backend {sw.backend!r} (local or slurm)")
-    bad = set(sw.slurm) - set(SLURM_KEYS)
-    if bad:
-        raise SweepError(f"unknown slurm setting(s): {', '.join(sorted(bad))} (known: {', '.join(SLURM_KEYS)})")
     used = set()
     if "base2new" in protocols or "fewshot" in protocols:
         used |= set(sw.datasets)
