@@ -12,15 +12,16 @@ memory), and in each precision:
 
   * a measured probe first: a miniature of CLIP's residual block (LayerNorm in float32,
     attention, MLP) forward and backward into a float32 leaf, in that precision on this
-    device. A precision whose probe raises or gives non-finite values is reported as
-    unsupported, as is one the engine runs as another (fp16 on a CPU runs fp32), with the
-    probe's speed against fp32;
+    device. A precision whose probe raises, or gives non-finite values or values more than 5%
+    off fp32's, is reported as unsupported, as is one the engine runs as another (fp16 on a
+    CPU runs fp32), with the probe's speed against fp32;
   * a few training steps on the fixed batch: every loss finite, the last below the first,
-    every learnable parameter (and its gradient) still float32;
+    every learnable parameter (and its gradient) still float32 (steps amp's GradScaler
+    skips on an overflow are run again);
   * an evaluation of the batch: logits [batch, classes], finite;
-  * a checkpoint (the trainer's own save_model): the files hold every learnable parameter
-    and no frozen one, learnable parameters in float32; a freshly built trainer loads them
-    (load_model) and gives the same logits.
+  * a checkpoint (the trainer's own save_model): the files hold every learnable parameter,
+    in float32, and besides them only the registered module's buffers (no frozen weight); a
+    freshly built trainer loads them (load_model) and gives the same logits.
 
 The table: one row per shape x trainer, a cell per precision: ok with the median step time
 (steps after the first) and the peak memory of the check (CUDA: the allocator's peak; CPU:
