@@ -71,7 +71,7 @@ ORIGINAL_STEP = CoOp.forward_backward
      "prompt_learner.ctx is torch.float16 after training (learnable parameters stay float32)"),
     ("e2mim_engine.checkpointer.learnable_state_dict", _with_clip_weight,
      "the checkpoint of prompt_learner holds tensors that are neither learnable nor buffers: ['clip.visual.proj']"),
-    ("e2mim_engine.checkpointer.Checkpointer.load_state", lambda self, name, state, path: None,
+    ("e2mim_engine.checkpointer.Checkpointer.load_state", lambda self, name, state, path, optional=(): None,
      "the reloaded checkpoint gives other logits (max |diff| "),
 ])
 def test_a_broken_check_fails_with_its_reason(monkeypatch, capsys, target, replacement, reason):
