@@ -61,11 +61,6 @@ def e2mim_cache_dir(cache_dir=None):
     return os.path.expanduser(cache_dir or os.environ.get("E2MIM_CACHE_DIR") or "~/.cache/e2mim")
 
 
-def local_backbones():
-    """{name: LocalBackbone} of the backbones built on this machine by ``e2mim-tiny-clip``."""
-    return dict(LOCAL_BACKBONES)
-
-
 def local_backbone_path(name, cache_dir=None):
     """Where the named local backbone's weight file lives (whether it is built or not)."""
     return os.path.join(e2mim_cache_dir(cache_dir), LOCAL_BACKBONES[name].file)
@@ -167,18 +162,21 @@ def cast_clip(model, dtype):
     return model
 
 
-def _file_sha256(path, _cache={}):
-    key = (os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path))
+def _once_per_file(digest, path, _cache={}):
+    """``digest(path)``, computed once per file version (path, size, modification time)."""
+    key = (digest.__name__, os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path))
     if key not in _cache:
-        _cache[key] = _sha256(path)
+        _cache[key] = digest(path)
     return _cache[key]
 
 
-def _weights_file_sha256(path, _cache={}):
-    key = (os.path.abspath(path), os.path.getsize(path), os.path.getmtime(path))
-    if key not in _cache:
-        _cache[key] = weights_sha256(torch.load(path, map_location="cpu", weights_only=True))
-    return _cache[key]
+def _weights_of_file(path):
+    return weights_sha256(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def weights_file_sha256(path):
+    """``weights_sha256`` of a weight file (a plain state dict)."""
+    return _once_per_file(_weights_of_file, path)
 
 
 def backbone_report(backbone, cache_dir=""):
@@ -199,9 +197,9 @@ def backbone_checksum(backbone, cache_dir=""):
     if backbone in clip.available_models():
         return clip.clip._MODELS[backbone].split("/")[-2]  # verified against the file by load_clip
     if backbone in LOCAL_BACKBONES:
-        return _weights_file_sha256(_built_local_backbone(backbone))
+        return weights_file_sha256(_built_local_backbone(backbone))
     path = os.path.expanduser(backbone)
-    return _file_sha256(path) if os.path.isfile(path) else None
+    return _once_per_file(_sha256, path) if os.path.isfile(path) else None
 
 
 def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=None):
@@ -217,7 +215,7 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
         path = _built_local_backbone(backbone)
         logger.info(f"Loading CLIP ({backbone}) from {path}")
         model = _load_file(path)
-        got, want = _weights_file_sha256(path), LOCAL_BACKBONES[backbone].sha256
+        got, want = weights_file_sha256(path), LOCAL_BACKBONES[backbone].sha256
         if got != want:
             logger.warning(
                 f"WARNING: {path} is not the documented build of '{backbone}' (weights sha256 {got[:16]}…, "

@@ -31,7 +31,7 @@ from .published import REPORTED_BASE2NEW
 from .results import harmonic_mean
 from .selection import SELECTION_SEEDS, SelectionError, choose, read_selection, selection_record, \
     validation_table, write_selection
-from .sweep.spec import repo_configs
+from .sweep.spec import read_yaml, repo_configs
 
 BENCH_DATASET = "compworld_bench"
 BENCH_CFG = "compworld_bench"          # configs/trainers/<T>/compworld_bench.yaml
@@ -99,11 +99,6 @@ def published_cfg(trainer):
     raise KeyError(f"{trainer} is not in the methods table (e2mim_tools.protocols.METHODS)")
 
 
-def _load_yaml(path):
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
-
-
 def _trainer_class(trainer):
     from e2mim_engine.trainer import TRAINER_REGISTRY
     import e2mim_trainers  # noqa: F401  registers the trainers
@@ -121,7 +116,7 @@ def bench_recipe(trainer, configs=None, selection=True):
     """The bench recipe (a nested dict) of ``trainer``, by the scaling rule (for E2MIM with the
     preregistered selection's keys unless ``selection`` is False: its candidates' base)."""
     configs = configs or repo_configs()
-    cfg = _load_yaml(os.path.join(configs, "trainers", trainer, published_cfg(trainer) + ".yaml"))
+    cfg = read_yaml(os.path.join(configs, "trainers", trainer, published_cfg(trainer) + ".yaml"))
     cfg.setdefault("INPUT", {})["SIZE"] = "(%d, %d)" % INPUT_SIZE
     if "random_resized_crop" in cfg["INPUT"].get("TRANSFORMS", []):
         cfg["INPUT"]["RRCROP_SCALE"] = RRCROP_SCALE
@@ -207,18 +202,14 @@ def stderr(values):
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
-class Row(OrderedDict):
-    pass
-
-
 def method_rows(per_seed):
-    """{trainer: {seed: (base, new)}} -> {trainer: Row(base, new, hm means, hm_se, seeds)}."""
+    """{trainer: {seed: (base, new)}} -> {trainer: {base, new, hm (means), their standard errors, seeds}}."""
     rows = OrderedDict()
     for trainer, seeds in per_seed.items():
         base = [b for b, _ in seeds.values()]
         new = [n for _, n in seeds.values()]
         hms = [harmonic_mean(b, n) for b, n in seeds.values()]
-        rows[trainer] = Row(base=statistics.fmean(base), new=statistics.fmean(new), hm=statistics.fmean(hms),
+        rows[trainer] = dict(base=statistics.fmean(base), new=statistics.fmean(new), hm=statistics.fmean(hms),
                             base_se=stderr(base), new_se=stderr(new), hm_se=stderr(hms), seeds=sorted(seeds))
     return rows
 
@@ -311,9 +302,10 @@ def render(rows, checks, sums, unfinished):
     return "\n".join(lines)
 
 
-def sweep_wall_minutes(sweep_folder):
+def sweep_wall_minutes(sweep):
     """Wall time of the bench's runs from the sweep's records: first start to last end."""
-    state = os.path.join(sweep_folder, "state")
+    from .sweep.state import state_dir
+    state = state_dir(sweep)
     starts, ends = [], []
     if not os.path.isdir(state):
         return None
@@ -329,10 +321,11 @@ def sweep_wall_minutes(sweep_folder):
     return (max(ends) - min(starts)) / 60 if starts else None
 
 
-def report(output, sweep_folder=None, trainers=BENCH_TRAINERS, seeds=None):
+def report(output, sweep=None, trainers=BENCH_TRAINERS, seeds=None):
+    """(text, rows, checks) of the runs under ``output``; ``sweep`` (a loaded sweep) adds the wall time."""
     per_seed, sums, unfinished = collect(output, trainers, seeds)
     rows = method_rows(per_seed)
-    checks = targets(rows, sweep_wall_minutes(sweep_folder) if sweep_folder else None)
+    checks = targets(rows, sweep_wall_minutes(sweep) if sweep else None)
     return render(rows, checks, sums, unfinished), rows, checks
 
 
@@ -429,7 +422,7 @@ def main(argv=None):
         if a.seeds:
             args += ["--seeds"] + [str(s) for s in a.seeds]
         sweep_main(args)
-    text, rows, checks = report(sw.output, sw.folder, BENCH_TRAINERS, sw.seeds)
+    text, rows, checks = report(sw.output, sw, BENCH_TRAINERS, sw.seeds)
     print(text)
     return 0 if all(ok for _, ok, _ in checks) else 1
 

@@ -47,8 +47,9 @@ PROGRESS_SECONDS = 20
 def prepare_backbone(name):
     """Build the tiny CLIP here, in the foreground (the explicit step every run of a generated
     world needs once), so its pretraining progress reaches the terminal; returns its checksum."""
-    from e2mim_tools.tiny_clip import build, file_checksum
-    return file_checksum(build(name))
+    from e2mim_clip.loader import weights_file_sha256
+    from e2mim_tools.tiny_clip import build
+    return weights_file_sha256(build(name))
 
 
 def _last_progress(log):

@@ -41,7 +41,7 @@ import warnings
 
 import numpy as np
 
-from e2mim_clip.loader import LOCAL_BACKBONES, local_backbone_path, weights_sha256
+from e2mim_clip.loader import LOCAL_BACKBONES, local_backbone_path, weights_file_sha256, weights_sha256
 from e2mim_datasets.compworld import render as cw
 
 # The default configuration. Changing it changes the weights: rebuild the named backbones and
@@ -416,22 +416,6 @@ def _stderr_log(message):
     print(f"[tiny-clip] {message}", file=sys.stderr, flush=True)
 
 
-def _read_sidecar(path):
-    try:
-        with open(os.path.splitext(path)[0] + ".json") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def file_checksum(path):
-    """The weights' checksum of a tiny-CLIP file (from its sidecar when the sidecar is newer)."""
-    side = _read_sidecar(path)
-    if side.get("weights_sha256") and os.path.getmtime(os.path.splitext(path)[0] + ".json") >= os.path.getmtime(path):
-        return side["weights_sha256"]
-    import torch
-    return weights_sha256(torch.load(path, map_location="cpu", weights_only=True))
-
 
 def build(name, force=False, log=_stderr_log, cache_dir=None):
     """Path of the named tiny CLIP, pretraining it first (in a child process with pinned
@@ -452,7 +436,7 @@ def build(name, force=False, log=_stderr_log, cache_dir=None):
         if r.returncode != 0:
             raise SystemExit(f"e2mim-tiny-clip: pretraining {name} failed (exit {r.returncode}); nothing was "
                              f"written to {path}.")
-    got, want = file_checksum(path), LOCAL_BACKBONES[name].sha256
+    got, want = weights_file_sha256(path), LOCAL_BACKBONES[name].sha256
     if got == want:
         log(f"{name}: {path}, weights sha256 {got[:16]}… (the documented build)")
     else:
@@ -485,7 +469,7 @@ def main(argv=None):
         if not os.path.isfile(path):
             print(f"{name}: not built ({path}); documented sha256 {want}; build it with: e2mim-tiny-clip build {name}")
             continue
-        got = file_checksum(path)
+        got = weights_file_sha256(path)
         bad += got != want
         print(f"{name}: {path}\n  sha256 {got}\n  {'matches the documented build' if got == want else 'DIFFERS from the documented build ' + want}")
     return 1 if bad else 0

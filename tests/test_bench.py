@@ -42,7 +42,7 @@ def test_spearman_by_hand():
 def _rows(hms, base=None, new=None, n=5, se=0.3):
     out = {}
     for t, hm in hms.items():
-        out[t] = bench.Row(base=(base or {}).get(t, 80.0), new=(new or {}).get(t, 70.0), hm=hm, base_se=se,
+        out[t] = dict(base=(base or {}).get(t, 80.0), new=(new or {}).get(t, 70.0), hm=hm, base_se=se,
                            new_se=se, hm_se=se, seeds=list(range(1, n + 1)))
     return out
 

@@ -293,7 +293,7 @@ def load(path=None, overrides=None, check_data=True):
 
 
 # ---- expansion -------------------------------------------------------------------------------
-def _yaml(path):
+def read_yaml(path):
     with open(path) as f:
         return yaml.safe_load(f) or {}
 
@@ -311,7 +311,7 @@ def load_epoch(sw, m, cfg_file):
         return int(sw.load_epoch)
     ep = _pair(m.opts + sw.opts, "OPTIM.MAX_EPOCH")
     if ep is None:
-        ep = (_yaml(cfg_file).get("OPTIM") or {}).get("MAX_EPOCH")
+        ep = (read_yaml(cfg_file).get("OPTIM") or {}).get("MAX_EPOCH")
     if ep is None:
         raise SweepError(f"cannot tell OPTIM.MAX_EPOCH of {cfg_file}; set load_epoch in the sweep")
     try:
