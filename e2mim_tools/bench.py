@@ -13,6 +13,8 @@ Commands::
     e2mim-bench run [--data data] [--seeds 1 2 3 4 5] [--slots 2]   # build the tiny CLIP, run, report
     e2mim-bench report [--data data]                                  # the table of what has finished
     e2mim-bench recipes [--write | --check]                           # the scaling rule's output
+    e2mim-bench lr-sweep [--write | --check]                          # the learning-rate choice's sweep
+    e2mim-bench choose-lr [--data data] [--methods T ...]             # apply the choice rule, write it
 """
 import argparse
 import json
@@ -41,10 +43,20 @@ BACKBONE = "compworld-tiny"
 # The tiny CLIP's towers (e2mim_tools.tiny_clip.DEFAULTS) against ViT-B/16's 12 layers each.
 VISION_LAYERS, TEXT_LAYERS, PUBLISHED_LAYERS = 4, 3, 12
 INPUT_SIZE = (64, 64)
-# One learning-rate factor for every method: the tiny CLIP's prompts move its features less per
-# step than ViT-B/16's do. Part of the calibrated design (docs/BENCH.md, "Calibration": chosen
-# among 1, 3 and 5 with the baselines only; their validation accuracy could not tell 1 from 3).
+VAL_IMAGES_PER_CLASS = 60   # all of CompWorldBench's validation images of a class (its split: 150/60/90)
+# The learning rate is the published one times a factor: the tiny CLIP's prompts move its
+# features less per step than ViT-B/16's do, and by how much differs between methods (a method
+# trained for 300 steps is further from done than one trained for 4000). LR_SCALE is the default
+# factor; each method's own is chosen among LR_FACTORS on base-class validation accuracy by
+# LR_RULE (``choose_lr``), run with the sweep LR_SWEEP and recorded in docs/bench_lr.json.
 LR_SCALE = 3.0
+LR_FACTORS = (3.0, 1.0, 10.0)     # the default first
+LR_CHOICE_SEED = 1
+LR_CHOICE_MARGIN = 1.0            # points of validation accuracy a factor must gain over the default
+LR_SWEEP = "bench_lr.yaml"        # configs/sweeps/bench_lr.yaml, written by `e2mim-bench lr-sweep --write`
+LR_RULE = (f"per method, the factor among {', '.join('%g' % f for f in LR_FACTORS)} with the highest base-class "
+           f"validation accuracy (all validation images, seed {LR_CHOICE_SEED}); a factor replaces the default "
+           f"{LR_SCALE:g} only when it beats it by more than {LR_CHOICE_MARGIN:g} point")
 # Random crops keep at least half the image: the object covers a fifth of a 64-pixel image, and
 # Dassl's default scale (0.08, 1.0) would often crop it out (the label then names nothing seen).
 RRCROP_SCALE = "(0.5, 1.0)"
@@ -54,8 +66,8 @@ RRCROP_SCALE = "(0.5, 1.0)"
 BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
 BENCH_TRAINERS = BASELINES + ["E2MIM"]
 
-# Per-method departures from the rule, each chosen on base-class validation accuracy of the
-# calibration seeds and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.
+# Per-method departures from the rule beyond the learning-rate factor, each chosen on base-class
+# validation accuracy and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.
 PER_METHOD_CHOICES = {}
 
 # Calibration targets (issue: the bench must rank the baselines as the 11 benchmarks do).
@@ -77,7 +89,8 @@ A bench recipe is the method's published base-to-new recipe (the methods table's
    for a depth that prompts both towers (MaPLe's PROMPT_DEPTH);
 4. INPUT.RRCROP_SCALE (0.5, 1.0) where random_resized_crop is used: the object covers a fifth of
    a 64-pixel image and Dassl's default (0.08, 1.0) would often crop it out;
-5. OPTIM.LR times LR_SCALE, one factor for every method;
+5. OPTIM.LR times the method's factor: 3 unless base-class validation accuracy chose 1 or 10 by
+   the learning-rate rule (LR_RULE; the choice and its numbers are in docs/bench_lr.json);
 6. everything else as published: epochs, batch size, optimizer, schedule, the method's own
    weights and context, fresh augmentations every step;
 7. per-method departures only where base-class validation accuracy chose them (PER_METHOD_CHOICES).
@@ -124,7 +137,7 @@ def bench_recipe(trainer, configs=None, selection=True):
     loader = cfg.setdefault("DATALOADER", {})
     loader["NUM_WORKERS"] = 0
     if "OPTIM" in cfg and "LR" in cfg["OPTIM"]:
-        cfg["OPTIM"]["LR"] = round(cfg["OPTIM"]["LR"] * LR_SCALE, 10)
+        cfg["OPTIM"]["LR"] = scaled_lr(cfg["OPTIM"]["LR"], lr_factor(trainer, configs))
     cls = _trainer_class(trainer)
     if _declares_prec(cls):
         cfg.setdefault("TRAINER", {}).setdefault(cls.node, {})["PREC"] = "fp32"
@@ -145,6 +158,94 @@ def bench_recipe(trainer, configs=None, selection=True):
             node = node.setdefault(p, {})
         node[last] = yaml.safe_load(value) if isinstance(value, str) else value   # sweep opts are text
     return cfg
+
+
+def scaled_lr(lr, factor):
+    return round(lr * factor, 10)
+
+
+def lr_choice_path(configs=None):
+    """docs/bench_lr.json of the checkout (written by `e2mim-bench choose-lr`)."""
+    return os.path.join(os.path.dirname(configs or repo_configs()), "docs", "bench_lr.json")
+
+
+def lr_factor(trainer, configs=None):
+    """The trainer's chosen learning-rate factor (LR_SCALE until the rule has chosen one)."""
+    chosen = (read_selection(lr_choice_path(configs)) or {}).get("methods", {}).get(trainer)
+    return float(chosen["factor"]) if chosen else LR_SCALE
+
+
+def choose_lr(val):
+    """LR_RULE on {factor: base-class validation accuracy} of one method: (factor, why)."""
+    missing = [f for f in LR_FACTORS if f not in val]
+    if missing:
+        raise SelectionError(f"the learning-rate choice needs every factor; missing {missing}")
+    best = max(LR_FACTORS, key=lambda f: (val[f], -LR_FACTORS.index(f)))
+    gain = val[best] - val[LR_SCALE]
+    if best != LR_SCALE and gain > LR_CHOICE_MARGIN:
+        return best, f"{best:g} beats the default by {gain:.2f} points"
+    return LR_SCALE, ("the default is the best" if best == LR_SCALE else
+                      f"{best:g} is best but within {LR_CHOICE_MARGIN:g} point of the default ({gain:+.2f})")
+
+
+LR_TRAINERS = [t for t in BENCH_TRAINERS if t != "ZeroshotCLIP"]
+
+
+def _lr_tag(factor):
+    return "lr_x%g" % factor
+
+
+def lr_sweep_text(configs=None):
+    """The learning-rate choice's sweep file: every prompt trainer at every factor, seed
+    LR_CHOICE_SEED, reporting all base-class validation images. E2MIM's line uses its candidates'
+    base recipe and is run only after the baselines' choices froze the bench."""
+    lines = [
+        "# The bench's learning-rate choice (e2mim_tools/bench.py, LR_RULE; docs/BENCH.md): each prompt method",
+        "# at the published learning rate times each factor, seed %d, reporting the base classes' validation"
+        % LR_CHOICE_SEED,
+        "# accuracy on all their validation images. Written by `e2mim-bench lr-sweep --write`: do not edit.",
+        "#   e2mim-sweep run configs/sweeps/bench_lr.yaml --data data --methods CoOp CoCoOp ...",
+        "#   e2mim-bench choose-lr --data data --methods CoOp CoCoOp ...   (writes docs/bench_lr.json)",
+        "name: bench_lr", "output: ../../output/bench", "protocols: [base2new]",
+        f"datasets: [{BENCH_DATASET}]", f"seeds: [{LR_CHOICE_SEED}]", "shots: 16",
+        f"opts: [TEST.REPORT_VAL, True, DATASET.VAL_SHOTS, {VAL_IMAGES_PER_CLASS}, VERBOSE, False]", "methods:"]
+    for t in LR_TRAINERS:
+        cfg = CANDIDATES_CFG if t == "E2MIM" else BENCH_CFG
+        lr = read_yaml(os.path.join(configs or repo_configs(), "trainers", t, published_cfg(t) + ".yaml"))["OPTIM"]["LR"]
+        for f in LR_FACTORS:
+            lines.append(f"  - {{trainer: {t}, cfg: {cfg}, tag: {_lr_tag(f)}, opts: [OPTIM.LR, {scaled_lr(lr, f)!r}]}}")
+    lines += ["local:", "  gpus: none", ""]
+    return "\n".join(lines)
+
+
+def select_lr(data, output=None, trainers=None, write=True, log=print):
+    """LR_RULE over the finished runs of the learning-rate sweep; merges the chosen factors of
+    ``trainers`` (default: every prompt trainer with finished runs) into docs/bench_lr.json."""
+    from .results import read_result
+    from .sweep.spec import expand, load
+    path = os.path.join(repo_configs(), "sweeps", LR_SWEEP)
+    sw = load(path, {"data": data, "output": output, "seeds": [LR_CHOICE_SEED]})
+    tags = {m.label: (m.trainer, m.tag) for m in sw.methods}
+    val = OrderedDict()
+    for run in expand(sw):
+        t, tag = tags[run.method]
+        if run.kind != "train" or (trainers and t not in trainers):
+            continue
+        res = read_result(run.directory)
+        if res is None or "val_accuracy" not in res:
+            raise SelectionError(f"{t} {tag} seed {run.seed} has no validation accuracy in {run.directory}: run "
+                                 f"`e2mim-sweep run {path} --data {data} --methods {t}` first.")
+        val.setdefault(t, {})[float(tag[len("lr_x"):])] = float(res["val_accuracy"])
+    record = read_selection(lr_choice_path()) or OrderedDict(rule=LR_RULE, seed=LR_CHOICE_SEED, methods={})
+    record["rule"], record["seed"] = LR_RULE, LR_CHOICE_SEED
+    for t, v in val.items():
+        factor, why = choose_lr(v)
+        record["methods"][t] = OrderedDict(factor=factor, why=why, val={"%g" % f: v[f] for f in LR_FACTORS})
+        log(f"{t:12s} " + "  ".join(f"x{f:g} {v[f]:6.2f}" for f in LR_FACTORS) + f"  -> x{factor:g} ({why})")
+    if write and val:
+        write_selection(lr_choice_path(), record)
+        log(f"wrote {lr_choice_path()}; now `e2mim-bench recipes --write` and commit")
+    return 0
 
 
 def selection_path(configs=None):
@@ -385,7 +486,34 @@ def main(argv=None):
     g = r.add_mutually_exclusive_group()
     g.add_argument("--write", action="store_true", help="write configs/trainers/<T>/compworld_bench.yaml")
     g.add_argument("--check", action="store_true", help="exit 1 if a shipped recipe is not the rule's output")
+    r = sub.add_parser("lr-sweep", help="the learning-rate choice's sweep file")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help="write configs/sweeps/" + LR_SWEEP)
+    g.add_argument("--check", action="store_true", help="exit 1 if the shipped file is not the rule's output")
+    p = sub.add_parser("choose-lr", help="apply the learning-rate rule to the finished sweep; write docs/bench_lr.json")
+    p.add_argument("--data", default="data")
+    p.add_argument("--output", default=None, help="output root (default: the sweep file's)")
+    p.add_argument("--methods", nargs="+", default=None, help="trainers to choose for (default: all finished)")
     a = ap.parse_args(argv)
+    if a.cmd == "lr-sweep":
+        path, text = os.path.join(repo_configs(), "sweeps", LR_SWEEP), lr_sweep_text()
+        if a.write:
+            with open(path, "w") as f:
+                f.write(text)
+            print(f"wrote {path}")
+            return 0
+        if a.check:
+            try:
+                with open(path) as f:
+                    same = f.read() == text
+            except OSError:
+                same = False
+            print("the learning-rate sweep follows the rule" if same else f"not the rule's output: {path}")
+            return 0 if same else 1
+        print(text, end="")
+        return 0
+    if a.cmd == "choose-lr":
+        return select_lr(a.data, a.output, a.methods)
     if a.cmd == "recipes":
         bad = []
         for t, cfg, with_selection in recipe_files():

@@ -11,10 +11,12 @@ base/new picks exactly these halves:
 Images are rendered with dataset seed 0 (pretraining renders its own with seeds >= 10000),
 40 per class, split 50/20/30 per class as CoOp does; everything is written on first use.
 """
+import json
 import os
 import random
 
 from e2mim_engine.data import DATASET_REGISTRY, BenchmarkDataset, read_split, save_split, split_per_class
+from e2mim_engine.errors import DataError
 from e2mim_engine.utils import atomic_folder
 
 from . import render as cw
@@ -22,6 +24,7 @@ from . import render as cw
 IMAGES_PER_CLASS = 40
 IMAGE_SIZE = 64
 RENDER_SEED = 0
+WORLD_STAMP = "world.json"   # what a generated world was rendered with (the bench checks it)
 WORLD_SEED = 0   # the seed of the base/new split of pretraining (and of the tiny CLIP)
 
 
@@ -43,9 +46,14 @@ def world_classes(seed=WORLD_SEED):
 SHIFT_DOMAIN = cw.Domain(class_hue=18.0)
 
 
-def generate(dataset_dir, domain=None, split_name="split_compworld.json", images_per_class=IMAGES_PER_CLASS):
-    """Render the images and write the split file, atomically (temp folder renamed at the end)."""
+def generate(dataset_dir, domain=None, split_name="split_compworld.json", images_per_class=IMAGES_PER_CLASS,
+             stamp=None):
+    """Render the images and write the split file (and ``stamp``, a dict, as world.json),
+    atomically (temp folder renamed at the end)."""
     with atomic_folder(dataset_dir) as tmp:
+        if stamp is not None:
+            with open(os.path.join(tmp, WORLD_STAMP), "w") as f:
+                json.dump(stamp, f, indent=1, sort_keys=True)
         base, new = world_classes()
         classes = base + new
         image_dir = os.path.join(tmp, "images")
@@ -96,15 +104,24 @@ class CompWorldShift(CompWorld):
 # they rank as on the 11 real benchmarks. Its camera adds what the real benchmarks have and the
 # pretraining images lack, at two levels:
 # - shared by every class (a dataset-level domain, as a benchmark's photos share a style): every
-#   object colour's hue turned by 15 degrees;
+#   object colour's hue turned by 15 degrees, and two grey clutter shapes behind each object (the
+#   image side of the shift, which only prompts inside the image encoder can adapt to);
 # - of each class's own, tied to the pair (`class_hue`): a further +-12 degrees, so a correction
 #   fitted on base classes does not carry over to new ones.
-BENCH_DOMAIN = cw.Domain(hue_shift=15.0, class_hue=12.0)
-BENCH_IMAGES_PER_CLASS = 100   # 50/20/30 per class: 30 test images of each class
+BENCH_DOMAIN = cw.Domain(hue_shift=15.0, class_hue=12.0, distractors=2)
+# 150/60/90 per class: 90 test images of each class, so that which images a seed's model happens
+# to get right moves a seed's accuracy less (at 30 per class it dominated the seed spread).
+BENCH_IMAGES_PER_CLASS = 300
+BENCH_WORLD_VERSION = 2
+
+
+def bench_stamp():
+    return {"world": "compworld_bench", "version": BENCH_WORLD_VERSION, "domain": dict(BENCH_DOMAIN._asdict()),
+            "images_per_class": BENCH_IMAGES_PER_CLASS}
 
 
 def generate_bench(dataset_dir):
-    generate(dataset_dir, BENCH_DOMAIN, CompWorldBench.split_file, BENCH_IMAGES_PER_CLASS)
+    generate(dataset_dir, BENCH_DOMAIN, CompWorldBench.split_file, BENCH_IMAGES_PER_CLASS, stamp=bench_stamp())
 
 
 @DATASET_REGISTRY.register()
@@ -116,3 +133,20 @@ class CompWorldBench(CompWorld):
     split_file = "split_compworld_bench.json"
     layout = ("compworld_bench/images/<colour>_<shape>/<i>.png and compworld_bench/split_compworld_bench.json "
               "(generated)")
+
+    def load_splits(self, cfg):
+        # A folder rendered by an older version of the bench holds another world: refuse it rather
+        # than mix its numbers with the documented ones.
+        want, path = bench_stamp(), os.path.join(self.dataset_dir, WORLD_STAMP)
+        try:
+            with open(path) as f:
+                have = json.load(f)
+        except (OSError, ValueError):
+            have = None
+        if have != want:
+            raise DataError(
+                f"{self.dataset_dir} holds another version of the bench world than this code renders "
+                f"({'no ' + WORLD_STAMP if have is None else 'its ' + WORLD_STAMP + ' says ' + json.dumps(have)}; "
+                f"this code renders {json.dumps(want)}). Its numbers would not be comparable with the documented "
+                f"tables. Delete the folder (it is generated) and run again: it is rendered anew on first use.")
+        return super().load_splits(cfg)
