@@ -14,7 +14,7 @@ Commands::
     e2mim-bench report [--data data]                                  # the table of what has finished
     e2mim-bench recipes [--write | --check]                           # the scaling rule's output
     e2mim-bench lr-sweep [--write | --check]                          # the learning-rate choice's sweep
-    e2mim-bench choose-lr [--data data] [--methods T ...]             # apply the choice rule, write it
+    e2mim-bench choose-lr bench_lr.yaml [--data data]                 # apply the choice rule, write it
 """
 import argparse
 import json
@@ -53,7 +53,9 @@ LR_SCALE = 3.0
 LR_FACTORS = (3.0, 1.0, 10.0)     # the default first
 LR_CHOICE_SEED = 1
 LR_CHOICE_MARGIN = 1.0            # points of validation accuracy a factor must gain over the default
-LR_SWEEP = "bench_lr.yaml"        # configs/sweeps/bench_lr.yaml, written by `e2mim-bench lr-sweep --write`
+# configs/sweeps/<file>, written by `e2mim-bench lr-sweep --write`: the baselines' (run while the
+# bench is calibrated) and E2MIM's (run only after the calibration froze the bench)
+LR_SWEEPS = {"bench_lr.yaml": None, "e2mim_lr.yaml": ["E2MIM"]}
 LR_RULE = (f"per method, the factor among {', '.join('%g' % f for f in LR_FACTORS)} with the highest base-class "
            f"validation accuracy (all validation images, seed {LR_CHOICE_SEED}); a factor replaces the default "
            f"{LR_SCALE:g} only when it beats it by more than {LR_CHOICE_MARGIN:g} point")
@@ -188,28 +190,31 @@ def choose_lr(val):
                       f"{best:g} is best but within {LR_CHOICE_MARGIN:g} point of the default ({gain:+.2f})")
 
 
-LR_TRAINERS = [t for t in BENCH_TRAINERS if t != "ZeroshotCLIP"]
-
-
 def _lr_tag(factor):
     return "lr_x%g" % factor
 
 
-def lr_sweep_text(configs=None):
-    """The learning-rate choice's sweep file: every prompt trainer at every factor, seed
-    LR_CHOICE_SEED, reporting all base-class validation images. E2MIM's line uses its candidates'
+def lr_sweep_trainers(name):
+    only = LR_SWEEPS[name]
+    return only or [t for t in BASELINES if t != "ZeroshotCLIP"]
+
+
+def lr_sweep_text(name, configs=None):
+    """A learning-rate choice's sweep file: its prompt trainers at every factor, seed
+    LR_CHOICE_SEED, reporting all base-class validation images. E2MIM's file uses its candidates'
     base recipe and is run only after the baselines' choices froze the bench."""
+    stem = name[:-len(".yaml")]
     lines = [
-        "# The bench's learning-rate choice (e2mim_tools/bench.py, LR_RULE; docs/BENCH.md): each prompt method",
+        "# The bench's learning-rate choice (e2mim_tools/bench.py, LR_RULE; docs/BENCH.md): each method below",
         "# at the published learning rate times each factor, seed %d, reporting the base classes' validation"
         % LR_CHOICE_SEED,
         "# accuracy on all their validation images. Written by `e2mim-bench lr-sweep --write`: do not edit.",
-        "#   e2mim-sweep run configs/sweeps/bench_lr.yaml --data data --methods CoOp CoCoOp ...",
-        "#   e2mim-bench choose-lr --data data --methods CoOp CoCoOp ...   (writes docs/bench_lr.json)",
-        "name: bench_lr", "output: ../../output/bench", "protocols: [base2new]",
+        f"#   e2mim-sweep run configs/sweeps/{name} --data data",
+        f"#   e2mim-bench choose-lr {name} --data data     (writes docs/bench_lr.json)",
+        f"name: {stem}", "output: ../../output/bench", "protocols: [base2new]",
         f"datasets: [{BENCH_DATASET}]", f"seeds: [{LR_CHOICE_SEED}]", "shots: 16",
         f"opts: [TEST.REPORT_VAL, True, DATASET.VAL_SHOTS, {VAL_IMAGES_PER_CLASS}, VERBOSE, False]", "methods:"]
-    for t in LR_TRAINERS:
+    for t in lr_sweep_trainers(name):
         cfg = CANDIDATES_CFG if t == "E2MIM" else BENCH_CFG
         lr = read_yaml(os.path.join(configs or repo_configs(), "trainers", t, published_cfg(t) + ".yaml"))["OPTIM"]["LR"]
         for f in LR_FACTORS:
@@ -218,23 +223,25 @@ def lr_sweep_text(configs=None):
     return "\n".join(lines)
 
 
-def select_lr(data, output=None, trainers=None, write=True, log=print):
-    """LR_RULE over the finished runs of the learning-rate sweep; merges the chosen factors of
-    ``trainers`` (default: every prompt trainer with finished runs) into docs/bench_lr.json."""
+def select_lr(name, data, output=None, write=True, log=print):
+    """LR_RULE over the finished runs of the learning-rate sweep ``name``; merges the chosen
+    factors of its trainers into docs/bench_lr.json."""
     from .results import read_result
     from .sweep.spec import expand, load
-    path = os.path.join(repo_configs(), "sweeps", LR_SWEEP)
+    if name not in LR_SWEEPS:
+        raise SelectionError(f"{name} is not a learning-rate sweep; these are: {', '.join(LR_SWEEPS)}")
+    path = os.path.join(repo_configs(), "sweeps", name)
     sw = load(path, {"data": data, "output": output, "seeds": [LR_CHOICE_SEED]})
     tags = {m.label: (m.trainer, m.tag) for m in sw.methods}
     val = OrderedDict()
     for run in expand(sw):
         t, tag = tags[run.method]
-        if run.kind != "train" or (trainers and t not in trainers):
+        if run.kind != "train":
             continue
         res = read_result(run.directory)
         if res is None or "val_accuracy" not in res:
             raise SelectionError(f"{t} {tag} seed {run.seed} has no validation accuracy in {run.directory}: run "
-                                 f"`e2mim-sweep run {path} --data {data} --methods {t}` first.")
+                                 f"`e2mim-sweep run {path} --data {data}` first.")
         val.setdefault(t, {})[float(tag[len("lr_x"):])] = float(res["val_accuracy"])
     record = read_selection(lr_choice_path()) or OrderedDict(rule=LR_RULE, seed=LR_CHOICE_SEED, methods={})
     record["rule"], record["seed"] = LR_RULE, LR_CHOICE_SEED
@@ -486,34 +493,39 @@ def main(argv=None):
     g = r.add_mutually_exclusive_group()
     g.add_argument("--write", action="store_true", help="write configs/trainers/<T>/compworld_bench.yaml")
     g.add_argument("--check", action="store_true", help="exit 1 if a shipped recipe is not the rule's output")
-    r = sub.add_parser("lr-sweep", help="the learning-rate choice's sweep file")
+    r = sub.add_parser("lr-sweep", help="the learning-rate choice's sweep files")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--write", action="store_true", help="write configs/sweeps/" + LR_SWEEP)
-    g.add_argument("--check", action="store_true", help="exit 1 if the shipped file is not the rule's output")
-    p = sub.add_parser("choose-lr", help="apply the learning-rate rule to the finished sweep; write docs/bench_lr.json")
+    g.add_argument("--write", action="store_true", help="write configs/sweeps/" + " and ".join(LR_SWEEPS))
+    g.add_argument("--check", action="store_true", help="exit 1 if a shipped file is not the rule's output")
+    p = sub.add_parser("choose-lr", help="apply the learning-rate rule to a finished learning-rate sweep; "
+                                         "write docs/bench_lr.json")
+    p.add_argument("sweep", choices=list(LR_SWEEPS))
     p.add_argument("--data", default="data")
     p.add_argument("--output", default=None, help="output root (default: the sweep file's)")
-    p.add_argument("--methods", nargs="+", default=None, help="trainers to choose for (default: all finished)")
     a = ap.parse_args(argv)
     if a.cmd == "lr-sweep":
-        path, text = os.path.join(repo_configs(), "sweeps", LR_SWEEP), lr_sweep_text()
-        if a.write:
-            with open(path, "w") as f:
-                f.write(text)
-            print(f"wrote {path}")
-            return 0
+        bad = []
+        for name in LR_SWEEPS:
+            path, text = os.path.join(repo_configs(), "sweeps", name), lr_sweep_text(name)
+            if a.write:
+                with open(path, "w") as f:
+                    f.write(text)
+                print(f"wrote {path}")
+            elif a.check:
+                try:
+                    with open(path) as f:
+                        same = f.read() == text
+                except OSError:
+                    same = False
+                if not same:
+                    bad.append(path)
+            else:
+                print(f"# ---- {path}\n{text}", end="")
         if a.check:
-            try:
-                with open(path) as f:
-                    same = f.read() == text
-            except OSError:
-                same = False
-            print("the learning-rate sweep follows the rule" if same else f"not the rule's output: {path}")
-            return 0 if same else 1
-        print(text, end="")
-        return 0
+            print("\n".join(f"not the rule's output: {p}" for p in bad) or "the learning-rate sweeps follow the rule")
+        return 1 if bad else 0
     if a.cmd == "choose-lr":
-        return select_lr(a.data, a.output, a.methods)
+        return select_lr(a.sweep, a.data, a.output)
     if a.cmd == "recipes":
         bad = []
         for t, cfg, with_selection in recipe_files():
