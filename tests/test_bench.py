@@ -101,3 +101,27 @@ def test_every_shipped_trainer_config_normalizes_its_images():
             merge_from_file(cfg, os.path.join(root, trainer, name))
             tf = build_transform(cfg, is_train=False)
             assert any(isinstance(t, T.Normalize) for t in tf.transforms), f"{trainer}/{name}"
+
+
+def test_learning_rate_rule_by_hand():
+    # the default (3) stays unless another factor beats it by more than the margin (1 point)
+    assert bench.choose_lr({3.0: 60.0, 1.0: 60.9, 10.0: 55.0})[0] == 3.0
+    assert bench.choose_lr({3.0: 60.0, 1.0: 58.0, 10.0: 61.2})[0] == 10.0
+    assert bench.choose_lr({3.0: 60.0, 1.0: 62.0, 10.0: 61.5})[0] == 1.0
+    assert bench.choose_lr({3.0: 60.0, 1.0: 61.0, 10.0: 61.0})[0] == 3.0   # exactly the margin: not more
+    with pytest.raises(bench.SelectionError, match="missing"):
+        bench.choose_lr({3.0: 60.0, 1.0: 61.0})
+
+
+def test_learning_rate_sweeps_are_the_rules_output_and_the_choice_reaches_the_recipe(tmp_path, monkeypatch):
+    assert bench.main(["lr-sweep", "--check"]) == 0
+    text = bench.lr_sweep_text("bench_lr.yaml")
+    assert "E2MIM" not in text and "ZeroshotCLIP" not in text      # E2MIM never runs while calibrating
+    assert "{trainer: CoOp, cfg: compworld_bench, tag: lr_x10, opts: [OPTIM.LR, 0.02]}" in text
+    assert "{trainer: E2MIM, cfg: compworld_bench_candidates, tag: lr_x1, opts: [OPTIM.LR, 0.002]}" in \
+        bench.lr_sweep_text("e2mim_lr.yaml")
+    choice = tmp_path / "bench_lr.json"
+    choice.write_text(json.dumps({"methods": {"CoOp": {"factor": 10.0}}}))
+    monkeypatch.setattr(bench, "lr_choice_path", lambda configs=None: str(choice))
+    assert bench.bench_recipe("CoOp")["OPTIM"]["LR"] == pytest.approx(0.02)
+    assert bench.bench_recipe("KgCoOp")["OPTIM"]["LR"] == pytest.approx(0.002 * bench.LR_SCALE)

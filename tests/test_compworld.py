@@ -2,6 +2,7 @@
 values that are all seen in pretraining. (Pretraining itself is too slow for the suite; its
 smoke path is in test_compworld_render.py.)"""
 import collections
+import json
 import os
 
 import pytest
@@ -10,6 +11,7 @@ from conftest import make_cfg
 from e2mim_datasets.compworld import render as cw
 from e2mim_datasets.compworld import IMAGES_PER_CLASS, world_classes
 from e2mim_engine.data import build_dataset
+from e2mim_engine.errors import DataError
 from e2mim_clip.loader import LOCAL_BACKBONES
 
 
@@ -72,7 +74,16 @@ def test_bench_world_renders_its_camera_and_splits_50_20_30(tmp_path, monkeypatc
     nuis = [(s, bg) for s in cw.ATTRIBUTES["size"] for bg in cw.ATTRIBUTES["background"]][order[0]]
     want = cw.render(cw.Combo(base[0][0], base[0][1], *nuis), 0, 64, 0, world.BENCH_DOMAIN)
     assert np.array_equal(np.asarray(Image.open(d.impath)), np.asarray(want))
-    assert world.BENCH_DOMAIN.hue_shift and world.BENCH_DOMAIN.class_hue
+    assert world.BENCH_DOMAIN.hue_shift and world.BENCH_DOMAIN.class_hue and world.BENCH_DOMAIN.distractors
+    # the folder records the world it holds; a folder of another world is refused, not mixed in
+    with open(tmp_path / "compworld_bench" / world.WORLD_STAMP) as f:
+        assert json.load(f) == dict(world.bench_stamp(), images_per_class=10)
+    monkeypatch.setattr(world, "BENCH_IMAGES_PER_CLASS", 12)
+    with pytest.raises(DataError, match="another version of the bench world.*Delete the folder"):
+        build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench"))
+    os.remove(tmp_path / "compworld_bench" / world.WORLD_STAMP)
+    with pytest.raises(DataError, match="no world.json"):
+        build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench"))
 
 
 def test_val_shots_raises_the_validation_cap_without_changing_the_training_draw(tmp_path):
