@@ -96,3 +96,10 @@ def test_val_shots_raises_the_validation_cap_without_changing_the_training_draw(
     assert set(collections.Counter(d.label for d in more.val).values()) == {8}
     fs = tmp_path / "compworld" / "split_fewshot"
     assert sorted(os.listdir(fs)) == ["shot_8-seed_2-val_8.json", "shot_8-seed_2.json"]
+    # beyond the training shots too (CompWorld keeps 8 validation images of each class: all of them)
+    most = build_dataset(make_cfg(*args, "DATASET.NUM_SHOTS", 2, "DATASET.VAL_SHOTS", 60))
+    assert [d.impath for d in most.train_x] == [d.impath for d in build_dataset(make_cfg(
+        *args, "DATASET.NUM_SHOTS", 2)).train_x]
+    assert set(collections.Counter(d.label for d in most.val).values()) == {8}
+    two = build_dataset(make_cfg(*args, "DATASET.NUM_SHOTS", 2))
+    assert set(collections.Counter(d.label for d in two.val).values()) == {2}   # CoOp: min(K, 4)

@@ -157,7 +157,9 @@ class BenchmarkDataset(DatasetBase):
         if k < 1:
             logger.info(all_shots_note(k))
             return self.all_shots(train, val)
-        k_val = min(k, cfg.DATASET.VAL_SHOTS)
+        # CoOp keeps min(K, 4) validation images per class; another VAL_SHOTS is taken as asked,
+        # beyond K too (a finer validation instrument; the training draw comes first and is the same).
+        k_val = min(k, 4) if cfg.DATASET.VAL_SHOTS == 4 else cfg.DATASET.VAL_SHOTS
         if seed < 0:
             logger.info("SEED < 0: the few-shot draw is random and not cached")
             return self.draw_few_shot(train, val, k, k_val, random.Random())
@@ -187,7 +189,7 @@ class BenchmarkDataset(DatasetBase):
         return train, val
 
     def draw_few_shot(self, train, val, k, k_val, rng):
-        """Dassl's draw: K items per class of train, K_val (min(K, DATASET.VAL_SHOTS)) of val,
+        """Dassl's draw: K items per class of train, K_val (``few_shot``'s) of val,
         from one generator."""
         return generate_fewshot_dataset(train, num_shots=k, rng=rng), \
             generate_fewshot_dataset(val, num_shots=k_val, rng=rng)
