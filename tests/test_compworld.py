@@ -96,8 +96,16 @@ def test_val_shots_raises_the_validation_cap_without_changing_the_training_draw(
     assert set(collections.Counter(d.label for d in more.val).values()) == {8}
     fs = tmp_path / "compworld" / "split_fewshot"
     assert sorted(os.listdir(fs)) == ["shot_8-seed_2-val_8.json", "shot_8-seed_2.json"]
-    # beyond the training shots too (CompWorld keeps 8 validation images of each class: all of them)
+    # beyond the training shots too (CompWorld keeps 8 validation images of each class: all of them),
+    # and a cache file drawn under the old cap min(K, V) is drawn again, not read
+    stale = fs / "shot_2-seed_2-val_60.json"
+    build_dataset(make_cfg(*args, "DATASET.NUM_SHOTS", 2, "DATASET.VAL_SHOTS", 60))
+    data = json.loads(stale.read_text())
+    data["val"] = data["val"][::4]
+    del data["k_val"]
+    stale.write_text(json.dumps(data))
     most = build_dataset(make_cfg(*args, "DATASET.NUM_SHOTS", 2, "DATASET.VAL_SHOTS", 60))
+    assert json.loads(stale.read_text())["k_val"] == 60
     assert [d.impath for d in most.train_x] == [d.impath for d in build_dataset(make_cfg(
         *args, "DATASET.NUM_SHOTS", 2)).train_x]
     assert set(collections.Counter(d.label for d in most.val).values()) == {8}

@@ -169,7 +169,10 @@ class BenchmarkDataset(DatasetBase):
         if os.path.exists(path):
             logger.info(f"Loading preprocessed few-shot data from {path}")
             try:
-                drawn = self.read_few_shot(read_json(path), train, val)
+                data = read_json(path)
+                # a -val_<V> file records the validation count it was drawn with: one written before
+                # VAL_SHOTS could exceed NUM_SHOTS holds fewer and is drawn again
+                drawn = None if val_tag and data.get("k_val") != k_val else self.read_few_shot(data, train, val)
             except (ValueError, KeyError, TypeError, AttributeError):
                 drawn = None
             if drawn is not None:
@@ -180,6 +183,8 @@ class BenchmarkDataset(DatasetBase):
         drawn = self.draw_few_shot(train, val, k, k_val, random.Random(seed))
         if dataset_writes_allowed():
             payload = self.few_shot_entries(*drawn)
+            if val_tag:
+                payload["k_val"] = k_val
             if save_dataset_file(path, lambda: write_json(payload, path), "few-shot draw"):
                 logger.info(f"Saving preprocessed few-shot data to {path}")
         return drawn
