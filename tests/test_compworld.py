@@ -61,8 +61,17 @@ def test_bench_world_renders_its_camera_and_splits_50_20_30(tmp_path, monkeypatc
     monkeypatch.setattr(world, "BENCH_IMAGES_PER_CLASS", 10)   # the same code path, fewer images
     b = build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench",
                                "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base"))
-    base, new = world_classes()
-    assert b.classnames == [cw.class_name(c) for c in base]
+    base, new = world.bench_classes()
+    assert base == world_classes()[0] and b.classnames == [cw.class_name(c) for c in base]
+    # new: the 16 other pairs seen in pretraining and the 8 unseen ones of one held-out level
+    seen, unseen = cw.base_new_split(0)
+    assert sum(c in seen for c in new) == 16 and sum(c in unseen for c in new) == 8
+    assert not set(new) & set(base)
+    for attr in (0, 1):   # every colour and every shape three times among the new classes
+        assert set(collections.Counter(c[attr] for c in new).values()) == {3}
+    n = build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench",
+                               "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "new"))
+    assert n.classnames == [cw.class_name(c) for c in new]
     assert os.path.isfile(tmp_path / "compworld_bench" / "split_compworld_bench.json")
     full = build_dataset(make_cfg("--root", str(tmp_path), "--seed", 1, "DATASET.NAME", "CompWorldBench"))
     assert len(full.train_x) == 48 * 5 and len(full.val) == 48 * 2 and len(full.test) == 48 * 3
