@@ -37,9 +37,11 @@ ABLATIONS = [
 ]
 # The worlds (datasets/compworld) and the recipes (configs/trainers/<T>/<recipe>.yaml) the demo
 # runs on each: the bench's world with the bench recipes, and the two earlier worlds.
-WORLDS = {"compworld_bench": ("CompWorldBench", "compworld_bench"),
-          "compworld_shift": ("CompWorldShift", "compworld_b2n"),
-          "compworld": ("CompWorld", "compworld_b2n")}
+# world: (dataset name, recipe, what its new classes are)
+WORLDS = {"compworld_bench": ("CompWorldBench", "compworld_bench",
+                              "new classes = 16 colour-shape pairs seen in pretraining, 8 never seen together"),
+          "compworld_shift": ("CompWorldShift", "compworld_b2n", "new classes = colour-shape pairs never seen together"),
+          "compworld": ("CompWorld", "compworld_b2n", "new classes = colour-shape pairs never seen together")}
 SHOTS = 16
 PROGRESS_SECONDS = 20
 
@@ -128,10 +130,10 @@ def main(argv=None):
         hms = [harmonic_mean(b, n) for b, n in res]
         rows.append([label, fmt(base), fmt(new), fmt(hms)])
     print()
-    name, recipe = WORLDS[a.world]
+    name, recipe, new_classes = WORLDS[a.world]
     seeds = " ".join(map(str, a.seeds))
     print(f"Base-to-new on {name} (24 base / 24 new classes, {SHOTS} shots, seed{'s' if len(a.seeds) > 1 else ''} "
-          f"{seeds}; recipes {recipe}; tiny CLIP pretrained on CPU, new classes = colour-shape pairs never seen together)")
+          f"{seeds}; recipes {recipe}; tiny CLIP pretrained on CPU, {new_classes})")
     print(tabulate(rows, headers=["method", "base", "new", "HM"], tablefmt="github"))
     spread = ("mean ± population std over seeds" if len(a.seeds) > 1 else
               "one seed, so no std: a single seed does not rank methods (e2mim-bench runs five)")
