@@ -25,6 +25,7 @@ attention blocks, layer scale, timm trunks), or a ResNet image encoder, keeps th
 block are recomputed in the backward pass instead of being kept, which is what lets
 1000-class prompt training fit (MODEL.TEXT_ENCODER.CHECKPOINT).
 """
+import sys
 import warnings
 
 import torch
@@ -35,17 +36,26 @@ from torch.utils.checkpoint import checkpoint
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from clip import model as clip_model_lib
-    from open_clip import transformer as open_clip_lib
 
 QUICK_GELU = 1.702
-# The activations block_forward folds: CLIP's and open_clip's QuickGELU, and exact GELU.
-_QUICK_GELUS = (clip_model_lib.QuickGELU, open_clip_lib.QuickGELU)
+
+
+def _open_clip_lib():
+    """open_clip's transformer module if open_clip is imported, else None: no open_clip model
+    can exist before, and importing it (seconds) is left to the loader, which needs it."""
+    return sys.modules.get("open_clip.transformer")
+
+
+def _is_open_clip(obj, name):
+    lib = _open_clip_lib()
+    return lib is not None and type(obj) is getattr(lib, name)
 
 
 def _activation(block):
-    """'quick_gelu' or 'gelu' for the block's MLP activation, None for any other."""
+    """'quick_gelu' or 'gelu' for the block's MLP activation (the ones block_forward folds:
+    CLIP's and open_clip's QuickGELU, exact GELU), None for any other."""
     act = block.mlp.gelu
-    if type(act) in _QUICK_GELUS:
+    if type(act) is clip_model_lib.QuickGELU or _is_open_clip(act, "QuickGELU"):
         return "quick_gelu"
     if type(act) is nn.GELU and act.approximate == "none":
         return "gelu"
@@ -57,7 +67,7 @@ def _stock_block(block):
     module reads (open_clip's: no layer scale, no cross attention)."""
     if type(block) is clip_model_lib.ResidualAttentionBlock:
         batch_first = False
-    elif type(block) is open_clip_lib.ResidualAttentionBlock:
+    elif _is_open_clip(block, "ResidualAttentionBlock"):
         batch_first = True
         if not (type(block.ls_1) is nn.Identity and type(block.ls_2) is nn.Identity) or hasattr(block, "ln_1_kv"):
             return False
@@ -167,7 +177,7 @@ def supports_fused_visual(visual):
     """A ViT image encoder with stock blocks: CLIP's, or open_clip's own ViT (pooled at the
     class token or by an attention pool, which ``pool_vit`` runs as it is). A ModifiedResNet
     or a timm trunk keeps its own forward (timm's blocks already use fused attention)."""
-    if isinstance(visual, open_clip_lib.VisionTransformer):
+    if _is_open_clip(visual, "VisionTransformer"):
         if type(visual.patch_dropout) is not nn.Identity and visual.training:
             return False
     elif not isinstance(visual, clip_model_lib.VisionTransformer):

@@ -414,6 +414,18 @@ def build_open_clip(backbone, cache_dir=""):
     return model.float().eval(), tokenizer
 
 
+def backbone_identity(backbone):
+    """What else fixes an open_clip backbone's frozen features besides its name and checksum
+    (part of the feature caches' key): the model, the weights tag, and the open_clip and timm
+    versions that build it (a random model's init, a config's meaning). Empty for CLIP names."""
+    if not backbone.startswith(OPEN_CLIP_PREFIX):
+        return {}
+    import importlib.metadata as md
+    model, weights = parse_open_clip(backbone)
+    return {"open_clip_model": model, "open_clip_weights": weights,
+            "open_clip_version": md.version("open_clip_torch"), "timm_version": md.version("timm")}
+
+
 def image_resolution(model):
     """The image size (pixels, square) the model's image encoder was built for."""
     v = model.visual

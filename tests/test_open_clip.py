@@ -281,7 +281,7 @@ def test_low_precision_layout(name, prec):
 EXTRA = {"CoOp": ("TRAINER.COOP.N_CTX", 4), "E2MIM": ("TRAINER.E2MIM.MI_HIDDEN", 32)}
 
 
-@pytest.mark.parametrize("family", ["e2mim-tiny-siglip", "e2mim-tiny-eva"])
+@pytest.mark.parametrize("family", ["e2mim-tiny-laion", "e2mim-tiny-siglip", "e2mim-tiny-eva"])
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_and_evaluates(demo_root, tmp_path, method, family):
     trainer = build(method, f"open_clip:{family}:random", ocf.SIZES[family], demo_root, tmp_path,
@@ -292,6 +292,19 @@ def test_every_method_trains_and_evaluates(demo_root, tmp_path, method, family):
     with open(tmp_path / "results.json") as f:
         res = json.load(f)
     assert 0.0 <= res["accuracy"] <= 100.0 and res["backbone"] == f"open_clip:{family}:random"
+    if method == "CoOp":  # the feature caches key on the open_clip model, its weights and versions
+        ident = trainer.frozen_feature_identity()
+        assert (ident["open_clip_model"], ident["open_clip_weights"]) == (family, "random")
+        assert ident["open_clip_version"] and ident["timm_version"]
     if method != "ZeroshotCLIP":
         after = dict(trainer.model.named_parameters())
         assert before and any(not torch.equal(before[k], after[k]) for k in before), "nothing learned"
+
+
+@pytest.mark.parametrize("method", ["CoOp", "E2MIM"])
+def test_shallow_methods_on_a_resnet_image_tower(demo_root, tmp_path, method):
+    trainer = build(method, "open_clip:e2mim-tiny-rn:random", ocf.SIZES["e2mim-tiny-rn"], demo_root, tmp_path,
+                    *EXTRA.get(method, ()))
+    trainer.train()
+    with open(tmp_path / "results.json") as f:
+        assert 0.0 <= json.load(f)["accuracy"] <= 100.0
