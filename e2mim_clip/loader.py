@@ -414,6 +414,44 @@ def build_open_clip(backbone, cache_dir=""):
     return model.float().eval(), tokenizer
 
 
+def open_clip_preprocessing(backbone):
+    """{INPUT key: value} an open_clip backbone's model was trained with: its input size (from
+    the model config) and pixel mean/std (from its weights tag's config; open_clip's defaults,
+    CLIP's values, for files and random weights). Empty for CLIP names."""
+    if not backbone.startswith(OPEN_CLIP_PREFIX):
+        return {}
+    model, weights = parse_open_clip(backbone)
+    cfg = open_clip_config(model)
+    size = cfg["vision_cfg"].get("image_size", 224)
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    oc = _open_clip()
+    pre = dict(cfg.get("preprocess_cfg") or {})
+    if weights not in ("random", "hub") and not os.path.isfile(os.path.expanduser(weights)):
+        pre.update(oc.get_pretrained_cfg(model, weights))
+    mean = pre.get("mean", oc.constants.OPENAI_DATASET_MEAN)
+    std = pre.get("std", oc.constants.OPENAI_DATASET_STD)
+    return {"SIZE": size, "PIXEL_MEAN": [float(v) for v in mean], "PIXEL_STD": [float(v) for v in std]}
+
+
+def with_backbone_preprocessing(cfg):
+    """``cfg`` with INPUT.SIZE, PIXEL_MEAN and PIXEL_STD of an open_clip backbone's model where
+    the config differs (a published ViT-B/16 yaml on SigLIP-256 or EVA02-L-14-336), said in the
+    log; the same cfg for CLIP names (their yaml files are the published ones)."""
+    want = open_clip_preprocessing(cfg.MODEL.BACKBONE.NAME)
+    changed = {k: v for k, v in want.items()
+               if [float(x) for x in cfg.INPUT[k]] != [float(x) for x in v]}
+    if not changed:
+        return cfg
+    logger.info(f"{cfg.MODEL.BACKBONE.NAME}: the model's preprocessing replaces the config's: " + ", ".join(
+        f"INPUT.{k} {tuple(cfg.INPUT[k]) if k == 'SIZE' else list(cfg.INPUT[k])} -> {v}" for k, v in changed.items()))
+    cfg = cfg.clone()
+    cfg.defrost()
+    for k, v in changed.items():
+        cfg.INPUT[k] = v
+    cfg.freeze()
+    return cfg
+
+
 def backbone_identity(backbone):
     """What else fixes an open_clip backbone's frozen features besides its name and checksum
     (part of the feature caches' key): the model, the weights tag, and the open_clip and timm

@@ -22,7 +22,7 @@ from e2mim_engine.method_config import parse_view, view_items
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
-from .loader import backbone_identity, backbone_report, load_clip
+from .loader import backbone_identity, backbone_report, load_clip, with_backbone_preprocessing
 from .prompting import (PromptCLIP, PromptLearner, cosine_consistency, encode_images, handcrafted_text_features,
                         mean_pairwise_cosine)
 from .prompting import TextEncoder
@@ -132,7 +132,8 @@ class ClipTrainer(TrainerBase):
     config_view = None
 
     def __init__(self, cfg):
-        super().__init__(cfg)
+        # an open_clip model fixes its input size and pixel statistics (logged where the config differs)
+        super().__init__(with_backbone_preprocessing(cfg))
         self.configure_text_encoders()
 
     @functools.cached_property

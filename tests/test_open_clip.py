@@ -123,6 +123,25 @@ def test_same_weights_same_features_through_clip_and_open_clip(b16_file):
           f"text features {float((ta - tb).abs().max()):.2e}")
 
 
+def test_same_weights_same_deep_prompt_features_through_clip_and_open_clip(tmp_path):
+    """IVLP/MaPLe/PromptSRC's encoders on the same weights and the same prompts: CLIP's
+    sequence-first blocks and open_clip's batch-first ones give the same features."""
+    path = str(tmp_path / "tiny.pt")
+    torch.save(L.build_random_clip("tiny").state_dict(), path)
+    a = L.load_clip(path, CPU)
+    b = L.load_clip(f"open_clip:e2mim-tiny-openai:{path}", CPU)
+    torch.manual_seed(0)
+    pa = IVLPPromptLearner(a, ["dog", "red apple"], 2, "a photo of a", 2, 2, 2)
+    pb = IVLPPromptLearner(b, ["dog", "red apple"], 2, "a photo of a", 2, 2, 2)
+    pb.load_state_dict(pa.state_dict())
+    x = images("e2mim-tiny-openai")
+    with torch.no_grad():
+        ma, mb = DeepPromptCLIP(a, pa), DeepPromptCLIP(b, pb)
+        torch.testing.assert_close(ma.text_features(), mb.text_features(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ma.image_features(x), mb.image_features(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ma(x), mb(x), rtol=1e-4, atol=1e-4)
+
+
 def build(trainer, backbone, size, root, out, *extra, shots=1, epochs=1):
     cfg = make_cfg("--root", root, "--seed", 1, "--trainer", trainer, "--dataset-config-file", DEMO_CFG,
                    "--config-file", os.path.join(ROOT, "configs", "trainers", trainer, "demo_tiny.yaml"),
@@ -308,3 +327,20 @@ def test_shallow_methods_on_a_resnet_image_tower(demo_root, tmp_path, method):
     trainer.train()
     with open(tmp_path / "results.json") as f:
         assert 0.0 <= json.load(f)["accuracy"] <= 100.0
+
+
+def test_input_size_and_pixel_statistics_come_from_the_model(demo_root, tmp_path):
+    """A published-style yaml (224 pixels, CLIP's mean/std) on a model built for 64 pixels."""
+    cfg = make_cfg("--root", demo_root, "--trainer", "CoOp", "--dataset-config-file", DEMO_CFG,
+                   "--config-file", os.path.join(ROOT, "configs", "trainers", "CoOp", "demo_tiny.yaml"),
+                   "--backbone", "open_clip:e2mim-tiny-eva:random", "--output-dir", str(tmp_path),
+                   "DATASET.NUM_SHOTS", 1, "DATASET.SUBSAMPLE_CLASSES", "base", "TRAINER.COOP.N_CTX", 4)
+    assert tuple(cfg.INPUT.SIZE) == (224, 224)
+    set_random_seed(1)
+    trainer = build_trainer(cfg)
+    assert tuple(trainer.cfg.INPUT.SIZE) == (64, 64) and trainer.cfg.INPUT.PIXEL_MEAN == cfg.INPUT.PIXEL_MEAN
+    assert next(iter(trainer.test_loader))["img"].shape[-2:] == (64, 64)
+    # SigLIP's tags carry their own statistics (0.5)
+    pre = L.open_clip_preprocessing("open_clip:ViT-B-16-SigLIP-256:webli")
+    assert pre == {"SIZE": (256, 256), "PIXEL_MEAN": [0.5] * 3, "PIXEL_STD": [0.5] * 3}
+    assert L.open_clip_preprocessing("ViT-B/16") == {}
