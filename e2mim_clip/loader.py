@@ -544,5 +544,18 @@ def load_clip(backbone, device, dtype=torch.float32, cache_dir="", input_size=No
         else:
             cast_clip(model, dtype)
     model = model.to(device).eval()
-    towers_lib.describe(model, tokenizer)
+    t = towers_lib.describe(model, tokenizer)
+    if tokenizer is not None:
+        _log_encoder_paths(backbone, model, t)
     return model
+
+
+def _log_encoder_paths(backbone, model, t):
+    """One line on how an open_clip model's towers run (the fused blocks, or their own forward)."""
+    from . import fused
+    text = "fused" if fused.supports_fused(t.transformer) else "its own blocks (not the fused layout)"
+    image = "fused" if fused.supports_fused_visual(model.visual) else (
+        f"its own forward ({t.vision_kind}: fused attention in timm)" if t.vision_kind == "timm"
+        else f"its own forward ({t.vision_kind})")
+    logger.info(f"{backbone}: text tower {text} ({'causal, EOT' if t.truncates else 'full attention, ' + t.pool}"
+                f" pooling, context {t.context_length}); image tower {image}")

@@ -1,9 +1,13 @@
 """The one text encoder and the one prompt builder, shared by every trainer.
 
+Both read what they run from the model (``towers``): OpenAI's clip models and open_clip's
+(LAION, DataComp, MetaCLIP, SigLIP, EVA-CLIP), with the model's own tokenizer.
+
 Speed: CLIP's text transformer is causal and the feature is read at the end-of-text (EOT)
 token, so positions after the longest prompt's EOT cannot change any feature. Prompts are
 therefore cut to that length (typically 10-25 of 77 tokens) before the encoder runs; the
 result equals the full-length encoder to float tolerance (tests/test_clip.py checks it).
+Text towers with full attention (SigLIP's) run their whole context: there the cut is not exact.
 
 Both encoders run CLIP's stock blocks through the fused batch-first forward of ``fused.py``
 (scaled_dot_product_attention, QuickGELU folded into the GEMMs), equal to CLIP's own
