@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fused
-from .towers import clip, clip_tokenizer, towers
+from .towers import clip, clip_tokenizer, towers  # noqa: F401 - clip re-exported (tests import it here)
 
 _CLIP_TOKENIZER = clip_tokenizer()
 _tokenizer = _CLIP_TOKENIZER  # CLIP's BPE (``encode``), for the methods that count words
