@@ -18,6 +18,14 @@ setup(
         "torch>=2.1",
         "torchvision>=0.16",
         "clip-anytorch>=2.5",
+        # open_clip backbones (open_clip:MODEL:WEIGHTS): its models, timm image towers (SigLIP,
+        # EVA), weights and tokenizers from the Hugging Face cache (never downloaded)
+        "open_clip_torch>=3.3",
+        "timm>=1.0.20",
+        "huggingface_hub",
+        "safetensors",
+        "transformers",
+        "tokenizers",
         # `import clip` needs pkg_resources, removed from setuptools 82.
         "setuptools<82",
         "yacs>=0.1.8",

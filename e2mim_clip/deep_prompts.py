@@ -14,8 +14,13 @@ ln_final, text_projection) and only change the token sequence between blocks:
   positions 1 .. n are replaced by that layer's prompts.
 
 This is the layout of the published MaPLe/IVLP/PromptSRC code. The text side keeps the
-EOT truncation of ``prompting.TextEncoder``: the mask is causal and deep prompts sit before
-every EOT, so positions after the longest EOT never reach a feature at any layer.
+EOT truncation of ``prompting.TextEncoder`` where it applies (a causal mask: deep prompts sit
+before every EOT, so positions after the longest EOT never reach a feature at any layer).
+
+The same encoders run open_clip models (read through ``towers``): open_clip's own ViT
+(batch-first blocks, its pooling: class token, average or attention pool) and timm ViT/EVA
+trunks (SigLIP, EVA-CLIP). The prompt positions are dropped before any pooling head, and an
+EVA's rotary embedding gives them the identity rotation (no position, as in CLIP).
 
 With no prompts both encoders equal CLIP's encode_image / encode_text. Weights keep the
 run's dtype; prompts are float32 parameters cast to the activations' dtype at use.
@@ -32,26 +37,35 @@ from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.utils import logger
 
+from . import fused
 from .prompt_trainer import ClipTrainer, PromptTrainer
-from .prompting import PromptCLIP, TextEncoder, _tokenizer, clip, tokenize
+from .prompting import PromptCLIP, TextEncoder, check_context, embed_words
+from .towers import towers
 
 
 def check_vit(clip_model, what="Deep prompts"):
     """ConfigError unless the image encoder is a ViT (a ResNet has no token sequence)."""
-    visual = clip_model.visual
-    if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
-        raise ConfigError(f"{what} need a ViT image encoder (ViT-B/32, ViT-B/16, ViT-L/14, random:tiny); "
-                          f"this backbone's image encoder is {type(visual).__name__}, which has no "
-                          f"transformer layers to insert tokens into.")
+    kind = towers(clip_model).vision_kind
+    if kind not in ("vit", "timm"):
+        raise ConfigError(f"{what} need a ViT image encoder: CLIP's ViT-B/32, ViT-B/16, ViT-L/14, random:tiny, "
+                          f"or an open_clip ViT (open_clip:ViT-*, *-quickgelu, *-SigLIP*, EVA02-*, EVA01-*: "
+                          f"open_clip's own ViT or a timm ViT/EVA trunk); this backbone's image encoder is {kind}, "
+                          f"which has no transformer layers to insert tokens into. The shallow methods "
+                          f"(ZeroshotCLIP, CoOp, CoCoOp, KgCoOp, ProGrad, E2MIM) run on it.")
+
+
+def _vision_blocks(visual):
+    return visual.transformer.resblocks if hasattr(visual, "transformer") else visual.trunk.blocks
 
 
 def encoder_shapes(clip_model):
     """{vision_width, vision_layers, text_width, text_layers}, read from the model."""
     check_vit(clip_model)
-    return {"vision_width": clip_model.visual.conv1.weight.shape[0],
-            "vision_layers": len(clip_model.visual.transformer.resblocks),
-            "text_width": clip_model.ln_final.weight.shape[0],
-            "text_layers": len(clip_model.transformer.resblocks)}
+    t = towers(clip_model)
+    visual = clip_model.visual
+    width = visual.conv1.weight.shape[0] if hasattr(visual, "conv1") else visual.trunk.embed_dim
+    return {"vision_width": width, "vision_layers": len(_vision_blocks(visual)),
+            "text_width": t.width, "text_layers": len(t.blocks)}
 
 
 def check_depth(depth, layers, key, low=0):
@@ -72,50 +86,98 @@ def _per_sample(p, n, dtype):
 
 
 class DeepVisionEncoder(nn.Module):
-    """CLIP's ViT image encoder with prompts appended at the input and replaced per layer."""
+    """The model's ViT image encoder with prompts appended at the input and replaced per layer
+    (CLIP's ViT, open_clip's own ViT, or a timm ViT/EVA trunk). The prompt positions are dropped
+    before pooling, so an attention-pool head or an average never reads them."""
 
     def __init__(self, clip_model):
         super().__init__()
         check_vit(clip_model)
         self.visual = clip_model.visual
+        self.kind = towers(clip_model).vision_kind
+        self._clip = isinstance(self.visual, fused.clip_model_lib.VisionTransformer)
+
+    def embed(self, image):
+        """Image -> (tokens [N, L, D] before the blocks, timm EVA's rotary embedding or None)."""
+        v = self.visual
+        if self.kind == "timm":
+            trunk = v.trunk
+            x = trunk.patch_embed(image.type(trunk.patch_embed.proj.weight.dtype))
+            x = trunk._pos_embed(x)
+            x, rope = x if isinstance(x, tuple) else (x, None)
+            if rope is None and getattr(trunk, "patch_drop", None) is not None:
+                x = trunk.patch_drop(x)  # timm ViT's (identity in eval mode; the frozen trunk always is)
+            return trunk.norm_pre(x), rope
+        x = v.conv1(image.type(v.conv1.weight.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype), None
+
+    @staticmethod
+    def _rope_with_prompts(rope, n):
+        """EVA's rotary embedding [patches, 2 * d] (sin, cos) extended by ``n`` identity rows
+        (sin 0, cos 1): appended prompts carry no position, as in CLIP's ViT."""
+        if rope is None or n == 0:
+            return rope
+        if rope.dim() != 2:
+            raise ConfigError("Deep prompts on this EVA model: its rotary embedding is per layer or per head "
+                              "(mixed RoPE), which appended prompt tokens cannot extend; EVA02-* (cat RoPE) works.")
+        half = rope.shape[-1] // 2
+        extra = torch.cat([rope.new_zeros(n, half), rope.new_ones(n, half)], dim=-1)
+        return torch.cat([rope, extra], dim=0)
 
     def forward(self, image, ctx=None, deep=()):
         """image [N, 3, H, W]; ctx [n, width] or None; deep[j] ([n, width] or None) replaces the
         prompt positions at the input of block j + 1. Returns [N, embed_dim] (unnormalized)."""
         v = self.visual
-        dtype = v.conv1.weight.dtype
-        x = v.conv1(image.type(dtype))
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x, rope = self.embed(image)
         n = 0
         if ctx is not None:
             n = ctx.shape[0]
             x = torch.cat([x, ctx.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
-        x = v.ln_pre(x).permute(1, 0, 2)  # [L, N, D]
-        if len(deep) >= len(v.transformer.resblocks):
-            raise ValueError(f"{len(deep)} deep vision prompts for {len(v.transformer.resblocks)} layers")
-        for i, block in enumerate(v.transformer.resblocks):
+        blocks = _vision_blocks(v)
+        if len(deep) >= len(blocks):
+            raise ValueError(f"{len(deep)} deep vision prompts for {len(blocks)} layers")
+        if self.kind == "vit":
+            x = v.ln_pre(x)
+        seq_first = self._clip  # CLIP's blocks are sequence-first, open_clip's and timm's batch-first
+        if seq_first:
+            x = x.permute(1, 0, 2)  # [L, N, D]
+        rope = self._rope_with_prompts(rope, n)
+        for i, block in enumerate(blocks):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
                 if p.shape[0] != n:
                     raise ValueError(f"layer {i} has {p.shape[0]} vision prompts, the input has {n}")
-                x = torch.cat([x[:x.shape[0] - n], _per_sample(p, x.shape[1], x.dtype)], dim=0)
-            x = block(x)
-        x = v.ln_post(x[0])
-        return x @ v.proj if v.proj is not None else x
+                if seq_first:
+                    x = torch.cat([x[:x.shape[0] - n], _per_sample(p, x.shape[1], x.dtype)], dim=0)
+                else:
+                    x = torch.cat([x[:, :x.shape[1] - n], _per_sample(p, x.shape[0], x.dtype).transpose(0, 1)], dim=1)
+            x = block(x) if rope is None else block(x, rope=rope)
+        if self._clip:
+            x = v.ln_post(x[0])
+            return x @ v.proj if v.proj is not None else x
+        if self.kind == "vit":
+            return fused.pool_vit(v, x, n)
+        x = v.trunk.norm(x[:, :x.shape[1] - n])  # the prompts never reach timm's pooling head
+        return v.head(v.trunk.forward_head(x))
 
 
 class DeepTextEncoder(TextEncoder):
-    """CLIP's text encoder on token embeddings, with positions 1..n replaced per layer.
+    """The model's text encoder on token embeddings, with the context positions (after the
+    start token, if the tokenizer has one) replaced per layer.
 
     Same call as ``prompting.TextEncoder`` (so it also encodes fixed texts), plus ``deep``."""
 
     def forward(self, prompts, tokenized_prompts, deep=()):
-        """prompts [n, L, d] (context at 1..n_ctx); deep[j] ([n_ctx, d] or None) replaces the
-        context positions at the input of block j + 1."""
-        L = prompts.shape[1]
-        x = (prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)).permute(1, 0, 2)
+        """prompts [n, L, d] (context after the start token); deep[j] ([n_ctx, d] or None)
+        replaces the context positions at the input of block j + 1."""
+        t = self.towers
+        L, s = prompts.shape[1], t.tokenizer.n_prefix
+        x = prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)
+        seq_first = not t.batch_first
+        if seq_first:
+            x = x.permute(1, 0, 2)
         blocks = self.transformer.resblocks
         if len(deep) >= len(blocks):
             raise ValueError(f"{len(deep)} deep text prompts for {len(blocks)} layers")
@@ -123,11 +185,12 @@ class DeepTextEncoder(TextEncoder):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
                 n = p.shape[0]
-                x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1 + n:]], dim=0)
+                if seq_first:
+                    x = torch.cat([x[:s], _per_sample(p, x.shape[1], x.dtype), x[s + n:]], dim=0)
+                else:
+                    x = torch.cat([x[:, :s], _per_sample(p, x.shape[0], x.dtype).transpose(0, 1), x[:, s + n:]], dim=1)
             x = self.run_stock_block(block, x)  # checkpointed when MODEL.TEXT_ENCODER.CHECKPOINT
-        x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
-        eot = tokenized_prompts.argmax(dim=-1)
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        return self.pool_and_project(x.permute(1, 0, 2) if seq_first else x, tokenized_prompts)
 
 
 def _init_prompts(count, n, width, device):
@@ -154,16 +217,16 @@ class DeepPromptLearner(nn.Module):
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise ConfigError(f"{key} must be a positive integer (learnable text tokens); got {n_ctx!r}.")
         width = shapes["text_width"]
-        embed = clip_model.token_embedding
+        t = towers(clip_model)
+        embed, start = t.token_embedding, t.tokenizer.n_prefix
         device = embed.weight.device
         if ctx_init and n_ctx <= 4:
             ctx_init = ctx_init.replace("_", " ")
-            n_words = len(_tokenizer.encode(ctx_init))
+            n_words = len(t.tokenizer.encode(ctx_init))
             if n_words < n_ctx:
                 raise ConfigError(f"CTX_INIT '{ctx_init}' has {n_words} tokens, fewer than the {n_ctx} "
                                   f"context tokens ({key}) it initialises.")
-            with torch.no_grad():
-                init = embed(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()
+            init = embed_words(clip_model, ctx_init)[:n_ctx]
             prompt_prefix = ctx_init
         else:
             init = nn.init.normal_(torch.empty(n_ctx, width, device=device), std=0.02)
@@ -173,12 +236,14 @@ class DeepPromptLearner(nn.Module):
         self.prompt_prefix, self.n_ctx, self.n_cls = prompt_prefix, n_ctx, len(classnames)
         self.text_depth = text_depth
         names = [c.replace("_", " ") for c in classnames]
-        tokenized = tokenize([f"{prompt_prefix} {c}." for c in names]).to(device)
+        if not (ctx_init and n_ctx <= 4):
+            check_context(t, prompt_prefix, n_ctx)
+        tokenized = t.tokenize([f"{prompt_prefix} {c}." for c in names]).to(device)
         with torch.no_grad():
             embedding = embed(tokenized)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # rest, EOT
+        self.register_buffer("token_prefix", embedding[:, :start], persistent=False)          # SOS (if any)
+        self.register_buffer("token_suffix", embedding[:, start + n_ctx:], persistent=False)  # rest, EOT
 
     def text_prompts(self):
         """(prompt embeddings [C, L, d], deep text prompts per layer 1..)."""

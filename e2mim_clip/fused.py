@@ -17,13 +17,15 @@ the widest activation. The functions here compute the same math from the same pa
 Nothing is copied, cached or registered on the model: its modules and state dict are
 untouched. The results equal CLIP's own forward to float tolerance (tests/test_perf_fused.py
 checks the image encoder, the text encoder and its gradients against the stock modules).
-A model whose blocks are not CLIP's stock ones (``supports_fused`` is False), or a ResNet
-image encoder, keeps the stock path.
+open_clip's own blocks (batch-first, QuickGELU or exact GELU, no layer scale) run through the
+same functions; a model whose blocks are neither (``supports_fused`` is False: custom
+attention blocks, layer scale, timm trunks), or a ResNet image encoder, keeps the stock path.
 
 ``text_blocks`` can also checkpoint each block (``torch.utils.checkpoint``): activations of a
 block are recomputed in the backward pass instead of being kept, which is what lets
 1000-class prompt training fit (MODEL.TEXT_ENCODER.CHECKPOINT).
 """
+import sys
 import warnings
 
 import torch
@@ -38,14 +40,43 @@ with warnings.catch_warnings():
 QUICK_GELU = 1.702
 
 
+def _open_clip_lib():
+    """open_clip's transformer module if open_clip is imported, else None: no open_clip model
+    can exist before, and importing it (seconds) is left to the loader, which needs it."""
+    return sys.modules.get("open_clip.transformer")
+
+
+def _is_open_clip(obj, name):
+    lib = _open_clip_lib()
+    return lib is not None and type(obj) is getattr(lib, name)
+
+
+def _activation(block):
+    """'quick_gelu' or 'gelu' for the block's MLP activation (the ones block_forward folds:
+    CLIP's and open_clip's QuickGELU, exact GELU), None for any other."""
+    act = block.mlp.gelu
+    if type(act) is clip_model_lib.QuickGELU or _is_open_clip(act, "QuickGELU"):
+        return "quick_gelu"
+    if type(act) is nn.GELU and act.approximate == "none":
+        return "gelu"
+    return None
+
+
 def _stock_block(block):
-    """True when ``block`` is CLIP's ResidualAttentionBlock with the layout this module reads."""
-    if type(block) is not clip_model_lib.ResidualAttentionBlock:
+    """True when ``block`` is CLIP's or open_clip's ResidualAttentionBlock with the layout this
+    module reads (open_clip's: no layer scale, no cross attention)."""
+    if type(block) is clip_model_lib.ResidualAttentionBlock:
+        batch_first = False
+    elif _is_open_clip(block, "ResidualAttentionBlock"):
+        batch_first = True
+        if not (type(block.ls_1) is nn.Identity and type(block.ls_2) is nn.Identity) or hasattr(block, "ln_1_kv"):
+            return False
+    else:
         return False
     a = block.attn
     return (type(a) is nn.MultiheadAttention and a._qkv_same_embed_dim and a.in_proj_bias is not None
-            and a.bias_k is None and not a.add_zero_attn and not a.batch_first
-            and type(block.mlp.gelu) is clip_model_lib.QuickGELU
+            and a.bias_k is None and not a.add_zero_attn and a.batch_first == batch_first
+            and _activation(block) is not None
             and isinstance(block.ln_1, nn.LayerNorm) and isinstance(block.ln_2, nn.LayerNorm))
 
 
@@ -64,8 +95,9 @@ def _is_causal_mask(mask):
 
 
 def attention_kind(transformer):
-    """'none', 'causal' or 'mask' for the blocks of ``transformer`` (all blocks share one mask)."""
-    masks = [b.attn_mask for b in transformer.resblocks]
+    """'none', 'causal' or 'mask' for the blocks of ``transformer`` (all blocks share one mask;
+    open_clip's blocks hold none: its text mask is the caller's to give)."""
+    masks = [getattr(b, "attn_mask", None) for b in transformer.resblocks]
     if all(m is None for m in masks):
         return "none"
     if all(m is not None and m is masks[0] for m in masks) and _is_causal_mask(masks[0]):
@@ -104,10 +136,13 @@ def block_forward(block, x, kind="none", inplace=False):
     x = x.add_(o) if inplace and o.dtype == x.dtype else x + o
     fc, proj = block.mlp.c_fc, block.mlp.c_proj
     y = _layer_norm(block.ln_2, x)
-    # QuickGELU(h) = silu(1.702 h) / 1.702, with both scales inside the GEMMs
-    h = _linear(y, fc.weight, fc.bias, alpha=QUICK_GELU, beta=QUICK_GELU)
-    h = F.silu(h, inplace=inplace)
-    o = _linear(h, proj.weight, proj.bias, alpha=1.0 / QUICK_GELU)
+    if _activation(block) == "gelu":
+        o = _linear(F.gelu(_linear(y, fc.weight, fc.bias)), proj.weight, proj.bias)
+    else:
+        # QuickGELU(h) = silu(1.702 h) / 1.702, with both scales inside the GEMMs
+        h = _linear(y, fc.weight, fc.bias, alpha=QUICK_GELU, beta=QUICK_GELU)
+        h = F.silu(h, inplace=inplace)
+        o = _linear(h, proj.weight, proj.bias, alpha=1.0 / QUICK_GELU)
     return x.add_(o) if inplace and o.dtype == x.dtype else x + o
 
 
@@ -124,21 +159,46 @@ def text_blocks(transformer, x, ckpt=False, kind=None):
     return x
 
 
-def stock_text_blocks(transformer, x, ckpt=False):
-    """CLIP's own blocks (sequence-first inside) on batch-first ``x``, optionally checkpointed:
-    the path for blocks ``supports_fused`` does not know."""
-    x = x.permute(1, 0, 2)
+def stock_text_blocks(transformer, x, ckpt=False, towers=None):
+    """The model's own blocks on batch-first ``x`` (CLIP's are sequence-first inside; with
+    ``towers``, each block runs through ``towers.run_block``: its layout and mask), optionally
+    checkpointed: the path for blocks ``supports_fused`` does not know."""
+    seq_first = towers is None or not towers.batch_first
+    run = towers.run_block if towers is not None else (lambda block, y: block(y))
+    if seq_first:
+        x = x.permute(1, 0, 2)
     use_ckpt = ckpt and torch.is_grad_enabled() and x.requires_grad
     for block in transformer.resblocks:
-        x = checkpoint(block, x, use_reentrant=False) if use_ckpt else block(x)
-    return x.permute(1, 0, 2)
+        x = checkpoint(run, block, x, use_reentrant=False) if use_ckpt else run(block, x)
+    return x.permute(1, 0, 2) if seq_first else x
 
 
 def supports_fused_visual(visual):
-    """A ViT image encoder with stock blocks (a ModifiedResNet keeps CLIP's own forward)."""
-    return (isinstance(visual, clip_model_lib.VisionTransformer) and isinstance(visual.conv1, nn.Conv2d)
-            and visual.conv1.bias is None and visual.conv1.kernel_size == visual.conv1.stride
-            and visual.conv1.padding == (0, 0) and supports_fused(visual.transformer))
+    """A ViT image encoder with stock blocks: CLIP's, or open_clip's own ViT (pooled at the
+    class token or by an attention pool, which ``pool_vit`` runs as it is). A ModifiedResNet
+    or a timm trunk keeps its own forward (timm's blocks already use fused attention)."""
+    if _is_open_clip(visual, "VisionTransformer"):
+        if type(visual.patch_dropout) is not nn.Identity and visual.training:
+            return False
+    elif not isinstance(visual, clip_model_lib.VisionTransformer):
+        return False
+    return (isinstance(visual.conv1, nn.Conv2d) and visual.conv1.bias is None
+            and visual.conv1.kernel_size == visual.conv1.stride and visual.conv1.padding == (0, 0)
+            and supports_fused(visual.transformer))
+
+
+def pool_vit(visual, x, n_prompts=0):
+    """The pooled, projected image feature of a ViT's last block output (batch-first
+    [N, L, D]); the last ``n_prompts`` positions (deep prompts) are dropped first, so they never
+    reach the pooled feature (an attention pool or average would read them)."""
+    if n_prompts:
+        x = x[:, :x.shape[1] - n_prompts]
+    if isinstance(visual, clip_model_lib.VisionTransformer) or (
+            visual.attn_pool is None and visual.pool_type == "tok"):
+        x = _layer_norm(visual.ln_post, x[:, 0, :])  # the norm is per token: only the class token's
+    else:
+        x, _ = visual._pool(x)  # open_clip: class token, average or attention pool, its norm order
+    return x @ visual.proj.to(x.dtype) if visual.proj is not None else x
 
 
 def patch_embed(conv, images):
@@ -176,9 +236,9 @@ def vit_forward(visual, images, patches="conv"):
         raise ValueError(f"patches={patches!r}; valid: {', '.join(PATCH_MODES)}")
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    x = _layer_norm(visual.ln_pre, x)
+    if type(visual.ln_pre) is not nn.Identity:  # open_clip's no_ln_pre models have none
+        x = _layer_norm(visual.ln_pre, x)
     kind = attention_kind(visual.transformer)
     for block in visual.transformer.resblocks:
         x = block_forward(block, x, kind, inplace=True)
-    x = _layer_norm(visual.ln_post, x[:, 0, :])
-    return x @ visual.proj.to(x.dtype) if visual.proj is not None else x
+    return pool_vit(visual, x)

@@ -22,7 +22,7 @@ from e2mim_engine.method_config import parse_view, view_items
 from e2mim_engine.trainer import TrainerBase
 from e2mim_engine.utils import logger
 
-from .loader import backbone_report, load_clip
+from .loader import backbone_identity, backbone_report, load_clip, with_backbone_preprocessing
 from .prompting import (PromptCLIP, PromptLearner, cosine_consistency, encode_images, handcrafted_text_features,
                         mean_pairwise_cosine)
 from .prompting import TextEncoder
@@ -132,7 +132,8 @@ class ClipTrainer(TrainerBase):
     config_view = None
 
     def __init__(self, cfg):
-        super().__init__(cfg)
+        # an open_clip model fixes its input size and pixel statistics (logged where the config differs)
+        super().__init__(with_backbone_preprocessing(cfg))
         self.configure_text_encoders()
 
     @functools.cached_property
@@ -196,7 +197,7 @@ class ClipTrainer(TrainerBase):
         return {"features": FROZEN_FEATURES, "backbone": cfg.MODEL.BACKBONE.NAME,
                 "backbone_sha256": self.backbone_sha256, "input_size": list(cfg.INPUT.SIZE),
                 "precision": self.precision.name, "device": self.device.type, "torch": torch.__version__,
-                "version": __version__, "code": frozen_code_digest()}
+                "version": __version__, "code": frozen_code_digest(), **backbone_identity(cfg.MODEL.BACKBONE.NAME)}
 
     def handcrafted_view(self, clip_model, template_set, ensemble=False, text_encoder=None):
         """Normalized class features [C, D] of this run's hand-crafted prompts, encoded once

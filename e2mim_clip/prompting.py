@@ -1,9 +1,13 @@
 """The one text encoder and the one prompt builder, shared by every trainer.
 
+Both read what they run from the model (``towers``): OpenAI's clip models and open_clip's
+(LAION, DataComp, MetaCLIP, SigLIP, EVA-CLIP), with the model's own tokenizer.
+
 Speed: CLIP's text transformer is causal and the feature is read at the end-of-text (EOT)
 token, so positions after the longest prompt's EOT cannot change any feature. Prompts are
 therefore cut to that length (typically 10-25 of 77 tokens) before the encoder runs; the
 result equals the full-length encoder to float tolerance (tests/test_clip.py checks it).
+Text towers with full attention (SigLIP's) run their whole context: there the cut is not exact.
 
 Both encoders run CLIP's stock blocks through the fused batch-first forward of ``fused.py``
 (scaled_dot_product_attention, QuickGELU folded into the GEMMs), equal to CLIP's own
@@ -11,47 +15,50 @@ modules to float tolerance and faster on CPU and GPU; models whose blocks are no
 stock ones, and ResNet image encoders, keep CLIP's forward. The text encoder can checkpoint
 its blocks (``checkpoint``, set from MODEL.TEXT_ENCODER.CHECKPOINT by the trainer base).
 """
-import warnings
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from e2mim_engine.errors import DataError
-
 from . import fused
+from .towers import clip, clip_tokenizer, towers  # noqa: F401 - clip re-exported (tests import it here)
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import clip
-    from clip.clip import _tokenizer
-
+_CLIP_TOKENIZER = clip_tokenizer()
+_tokenizer = _CLIP_TOKENIZER  # CLIP's BPE (``encode``), for the methods that count words
 
 CONTEXT_LENGTH = 77  # CLIP's text context, start and end tokens included
 
 
-def tokenize(texts, truncate_to_eot=True):
-    """Token ids [n, L]; L is the longest EOT position + 1 unless ``truncate_to_eot`` is False.
-    A text longer than CLIP's context (as CoOp, never cut) is a DataError naming it."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    try:
-        tokens = clip.tokenize(texts)
-    except RuntimeError:
-        long = [(n, t) for n, t in ((len(_tokenizer.encode(t)) + 2, t) for t in texts) if n > CONTEXT_LENGTH]
-        if not long:
-            raise
-        n, text = max(long)
-        raise DataError(f"{len(long)} prompt(s) do not fit CLIP's text context of {CONTEXT_LENGTH} tokens (start "
-                        f"and end included); the longest, {n} tokens: '{text}'. Class names come from the "
-                        f"dataset (for your own data, DATASET.CUSTOM.CLASSNAMES); shorten the longest, or use "
-                        f"fewer context tokens (N_CTX) or a shorter template.") from None
+def tokenize(texts, truncate_to_eot=True, model=None):
+    """Token ids [n, L] for ``model``'s text tower (CLIP's BPE and context when None); L is the
+    longest EOT position + 1 where that leaves the features unchanged (a causal tower pooled at
+    EOT) unless ``truncate_to_eot`` is False, else the full context. A text longer than the
+    context (as CoOp, never cut) is a DataError naming it."""
+    if model is not None:
+        return towers(model).tokenize(texts, truncate_to_eot)
+    tokens = _CLIP_TOKENIZER(texts)
     if truncate_to_eot:
         tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
     return tokens
 
 
+def word_tokens(model, text):
+    """The word tokens of ``text`` (no start/end) in ``model``'s tokenizer."""
+    return towers(model).tokenizer.encode(text)
+
+
+@torch.no_grad()
+def embed_words(model, text):
+    """Float32 token embeddings [n, d] of ``text``'s word tokens (as they sit in a tokenized
+    prompt, after the start token): the initial value of context vectors from words."""
+    t = towers(model)
+    embed, start, n = t.token_embedding, t.tokenizer.n_prefix, len(t.tokenizer.encode(text))
+    return embed(t.tokenizer(text).to(embed.weight.device))[0, start:start + n].float()
+
+
 class TextEncoder(nn.Module):
-    """CLIP's text tower on token *embeddings*, so learnable context vectors can be spliced in.
+    """The model's text tower on token *embeddings*, so learnable context vectors can be spliced
+    in. What it runs is read from the model (towers.Towers): CLIP's and open_clip's towers,
+    causal or not, pooled at the EOT token or at the last position, any projection.
 
     ``checkpoint`` (False by default) recomputes each block's activations in the backward
     pass instead of keeping them: the same loss and gradients, memory of one block instead of
@@ -59,49 +66,56 @@ class TextEncoder(nn.Module):
 
     def __init__(self, clip_model):
         super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
+        t = self.towers = towers(clip_model)
+        self.transformer = t.transformer
+        self.positional_embedding = t.positional_embedding
+        self.ln_final = t.ln_final
+        self.text_projection = t.projection
+        self.dtype = t.dtype
         self.checkpoint = False
-        # decided once: the blocks are frozen CLIP modules and do not change type
+        # decided once: the blocks are frozen modules and do not change type
         self._fused = fused.supports_fused(self.transformer)
-        self._attention = fused.attention_kind(self.transformer) if self._fused else None
+        self._attention = None
+        if self._fused:
+            self._attention = fused.attention_kind(self.transformer) if t.family == "clip" else \
+                ("causal" if t.causal else "none")
 
     def run_blocks(self, x):
         """The transformer's blocks on batch-first ``x`` [n, L, d] (fused when possible)."""
         if self._fused:
             return fused.text_blocks(self.transformer, x, self.checkpoint, self._attention)
-        return fused.stock_text_blocks(self.transformer, x, self.checkpoint)
+        return fused.stock_text_blocks(self.transformer, x, self.checkpoint, self.towers)
 
     def run_stock_block(self, block, x):
-        """One of CLIP's blocks as it is (its own layout), checkpointed when ``checkpoint`` is
-        set and gradients flow: for encoders that change the sequence between blocks."""
+        """One of the model's blocks as it is (its own layout), checkpointed when ``checkpoint``
+        is set and gradients flow: for encoders that change the sequence between blocks."""
         if self.checkpoint and torch.is_grad_enabled() and x.requires_grad:
-            return fused.checkpoint(block, x, use_reentrant=False)
-        return block(x)
+            return fused.checkpoint(self.towers.run_block, block, x, use_reentrant=False)
+        return self.towers.run_block(block, x)
+
+    def pool_and_project(self, x, tokenized_prompts):
+        """Batch-first block outputs [n, L, d] -> the text features [n, D]: the pooled row (EOT,
+        or the last position), the final norm (on n rows instead of n * L), the projection."""
+        idx = self.towers.pooled_index(tokenized_prompts, x.shape[1])
+        x = x[torch.arange(x.shape[0], device=x.device), idx]
+        return self.towers.project(self.ln_final(x).type(self.dtype))
 
     def forward(self, prompts, tokenized_prompts):
-        """prompts: [n, L, d] embeddings; tokenized_prompts: [n, L] ids (EOT has the largest id)."""
+        """prompts: [n, L, d] embeddings; tokenized_prompts: [n, L] ids."""
         L = prompts.shape[1]
         x = prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)
-        x = self.run_blocks(x)
-        # only the EOT rows reach the feature: ln_final on n rows instead of n * L
-        eot = tokenized_prompts.argmax(dim=-1)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
-        return self.ln_final(x).type(self.dtype) @ self.text_projection
+        return self.pool_and_project(self.run_blocks(x), tokenized_prompts)
 
 
 @torch.no_grad()
 def encode_texts(clip_model, texts, text_encoder=None, chunk=512):
     """Normalized features [n, D] (float32) of fixed texts, through the shared encoder."""
     enc = text_encoder or TextEncoder(clip_model)
-    device = clip_model.token_embedding.weight.device
+    embed = towers(clip_model).token_embedding
     feats = []
     for i in range(0, len(texts), chunk):
-        tok = tokenize(texts[i:i + chunk]).to(device)
-        emb = clip_model.token_embedding(tok)
+        tok = tokenize(texts[i:i + chunk], model=clip_model).to(embed.weight.device)
+        emb = embed(tok)
         feats.append(F.normalize(enc(emb, tok).float(), dim=-1))
     return torch.cat(feats)
 
@@ -129,8 +143,13 @@ def encode_images(clip_model, images, normalize=True):
             feats = fused.vit_forward(visual, images).float()
         feats = feats.clone()
     else:
-        feats = clip_model.encode_image(images.type(clip_model.dtype)).float()
+        feats = clip_model.encode_image(images.type(image_dtype(visual))).float()
     return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def image_dtype(visual):
+    """The dtype of the image encoder's weights (what its input is cast to)."""
+    return next(p.dtype for p in visual.parameters() if p.dim() > 1)
 
 
 def image_features_of(clip_model, x):
@@ -159,8 +178,18 @@ def mean_pairwise_cosine(features):
     return float((sim.sum() - sim.diagonal().sum()) / (C * (C - 1)))
 
 
+def check_context(t, prompt_prefix, n_ctx):
+    """The context words must be n_ctx tokens of the model's tokenizer (the learned vectors
+    replace exactly their positions)."""
+    n = len(t.tokenizer.encode(prompt_prefix))
+    if n != n_ctx:
+        raise ValueError(f"the context '{prompt_prefix}' is {n} tokens of the {t.tokenizer.name} tokenizer, "
+                         f"not the {n_ctx} the prompt learner replaces")
+
+
 class PromptLearner(nn.Module):
-    """CoOp's learnable context: [SOS] [ctx]*n_ctx [class tokens] . [EOT].
+    """CoOp's learnable context: [SOS] [ctx]*n_ctx [class tokens] . [EOT] (no SOS where the
+    model's tokenizer has none, SigLIP's).
 
     ctx is a float32 master copy ([n_ctx, d], or [n_cls, n_ctx, d] with csc); the class-name
     token embeddings are non-persistent buffers, so checkpoints never hold them and a prompt
@@ -178,14 +207,13 @@ class PromptLearner(nn.Module):
         if class_token_position not in self.POSITIONS:
             raise ValueError(f"class token position '{class_token_position}' not in {self.POSITIONS}")
         n_cls = len(classnames)
-        ctx_dim = clip_model.ln_final.weight.shape[0]
-        embed = clip_model.token_embedding
+        t = towers(clip_model)
+        ctx_dim, embed, start = t.width, t.token_embedding, t.tokenizer.n_prefix
         device = embed.weight.device
         if ctx_init:
             ctx_init = ctx_init.replace("_", " ")
-            n_ctx = len(_tokenizer.encode(ctx_init))
-            with torch.no_grad():
-                init = embed(clip.tokenize(ctx_init).to(device))[0, 1:1 + n_ctx].float()
+            init = embed_words(clip_model, ctx_init)
+            n_ctx = init.shape[0]
             ctx_vectors = init.unsqueeze(0).repeat(n_cls, 1, 1) if csc else init
             prompt_prefix = ctx_init
         else:
@@ -198,13 +226,14 @@ class PromptLearner(nn.Module):
         self.n_cls, self.n_ctx, self.csc = n_cls, n_ctx, csc
         self.class_token_position = class_token_position
         names = [c.replace("_", " ") for c in classnames]
-        self.name_lens = [len(_tokenizer.encode(c)) for c in names]
-        tokenized = tokenize([f"{prompt_prefix} {c}." for c in names], truncate_to_eot=truncate).to(device)
+        self.name_lens = [len(t.tokenizer.encode(c)) for c in names]
+        check_context(t, prompt_prefix, n_ctx)
+        tokenized = t.tokenize([f"{prompt_prefix} {c}." for c in names], truncate).to(device)
         with torch.no_grad():
             embedding = embed(tokenized)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # class, '.', EOT
+        self.register_buffer("token_prefix", embedding[:, :start], persistent=False)               # SOS (if any)
+        self.register_buffer("token_suffix", embedding[:, start + n_ctx:], persistent=False)  # class, '.', EOT
 
     @property
     def class_specific(self):

@@ -29,9 +29,10 @@ of ROW_FIELDS, printed as a table and written with --json):
 A trainer entry NAME:KEY=VALUE[,KEY=VALUE...] adds config pairs to that entry only (one
 table row per entry; PREC=<p> is short for TRAINER.<the trainer's node>.PREC). Training time
 is the median of the timed steps; with --repeat R every entry runs R times, round-robin, and
-the fastest run is kept (shared machines). --interleave times all entries of a backbone in
-one process with their steps alternating, which keeps ratios between entries fair when other
-jobs load the machine (times only). --cached-train-features: our trainers step on frozen
+the fastest run is kept (shared machines). --interleave times all entries of all backbones in
+one process with their steps alternating, which keeps ratios between entries (and between
+backbones: `--backbones open_clip:ViT-B-16:random random:ViT-B/16`) fair when other jobs load
+the machine (times only). --cached-train-features: our trainers step on frozen
 features, as with DATALOADER.FEATURE_CACHE.TRAIN_VIEWS (computed once, untimed).
 
 Peak memory: on CUDA the allocator's peak during the timed steps; on CPU the process's peak
@@ -109,8 +110,9 @@ def with_precision(entry, prec):
     return f"{entry}{',' if ':' in entry else ':'}PREC={prec}"
 
 
-def _build(a, entry, tmp):
-    """A trainer for one entry NAME[:KEY=VALUE,...], built exactly as train.py does, and its row."""
+def _build(a, entry, tmp, backbone=None):
+    """A trainer for one entry NAME[:KEY=VALUE,...] on ``backbone`` (default --backbone), built
+    exactly as train.py does, and its row."""
     from e2mim_engine.cli import build_parser, setup_cfg
     from e2mim_engine.seeding import set_random_seed
     from e2mim_engine.trainer import TRAINER_REGISTRY, build_trainer
@@ -124,7 +126,8 @@ def _build(a, entry, tmp):
                 raise SystemExit(f"{entry}: trainer {name} has no config node with a PREC key.")
             key = f"TRAINER.{node}.PREC"
         extra += [key, value]
-    argv = ["--trainer", name, "--backbone", a.backbone, "--output-dir", os.path.join(tmp, "out"),
+    backbone = backbone or a.backbone
+    argv = ["--trainer", name, "--backbone", backbone, "--output-dir", os.path.join(tmp, "out"),
             "--seed", "1", "DATASET.NAME", "_BenchClasses", "DATALOADER.NUM_WORKERS", "0",
             "DATALOADER.TRAIN_X.BATCH_SIZE", str(a.batch), "USE_CUDA", str(a.device == "cuda"),
             "OPTIM.NAME", "sgd", "OPTIM.LR", "0.002", "VERBOSE", "False"] + list(a.opts) + extra
@@ -132,7 +135,7 @@ def _build(a, entry, tmp):
     set_random_seed(1)
     t = build_trainer(cfg)
     row = dict.fromkeys(ROW_FIELDS)
-    row.update(backbone=a.backbone, trainer=entry, method=name,
+    row.update(backbone=backbone, trainer=entry, method=name,
                settings={k: v for k, v in settings.items() if k != "PREC"},
                requested_precision=settings.get("PREC"), device=a.device, classes=a.classes, batch=a.batch,
                precision=getattr(getattr(t, "precision", None), "name", "-"),
@@ -165,18 +168,18 @@ def _use_cached_features(a, t, batch):
 
 
 def measure(a):
-    """Internal (--single): the entry --trainer, or with --interleave all of --trainers, in this
-    process; prints one RESULT line per entry. Training steps of all entries first (rounds
+    """Internal (--single): the entry --trainer, or with --interleave all of --trainers on all
+    of --backbones, in this process; prints one RESULT line per entry. Training steps of all entries first (rounds
     alternating between entries), then evaluation batches: a prompt method encodes its class
     features once per switch to eval mode, as test() does, not per batch."""
     import torch
 
     _setup(a)
     dev = torch.device(a.device)
-    entries = a.trainers if a.interleave else [a.trainer]
+    entries = [(bb, e) for bb in a.backbones for e in a.trainers] if a.interleave else [(a.backbone, a.trainer)]
     runs = []
-    for k, entry in enumerate(entries):
-        t, cfg, row = _build(a, entry, os.path.join(a.tmp, str(k)))
+    for k, (bb, entry) in enumerate(entries):
+        t, cfg, row = _build(a, entry, os.path.join(a.tmp, str(k)), bb)
         runs.append((t, _use_cached_features(a, t, _batch(a, cfg)), row))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -329,14 +332,14 @@ def published(a):
 
 
 def steps(a):
-    """Every (backbone, trainer entry) in its own process (or, with --interleave, every
-    backbone's entries in one), --repeat times round-robin; the fastest run of each is kept.
+    """Every (backbone, trainer entry) in its own process (or, with --interleave, all of them
+    in one), --repeat times round-robin; the fastest run of each is kept.
     Returns the exit status: 1 when an entry failed (the table still shows the others)."""
     import tempfile
 
     failed = []
 
-    def run(trainer_args, bb, what):
+    def run(trainer_args, bb, what, where=None):
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "e2mim_tools.benchmark", "--single", *trainer_args, "--backbone", bb,
                    "--tmp", tmp, "--steps", str(a.steps), *_common_args(a)]
@@ -347,17 +350,17 @@ def steps(a):
             r = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
         if r.returncode or not lines:
-            print(f"{what} on {bb} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
-            failed.append(f"{what} on {bb}")
+            print(f"{what} on {where or bb} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
+            failed.append(f"{what} on {where or bb}")
             return []
-        print(f"done: {what} on {bb}", file=sys.stderr, flush=True)
+        print(f"done: {what} on {where or bb}", file=sys.stderr, flush=True)
         return [json.loads(ln[len("RESULT "):]) for ln in lines]
 
     if a.interleave:
         if a.repeat > 1:
             print("--repeat is ignored with --interleave (use --steps)", file=sys.stderr)
-        rows = [r for bb in a.backbones
-                for r in run(["--interleave", "--trainers", *a.trainers], bb, " + ".join(a.trainers))]
+        rows = run(["--interleave", "--trainers", *a.trainers, "--backbones", *a.backbones], a.backbones[0],
+                   " + ".join(a.trainers), " + ".join(a.backbones))
     else:
         best = {}  # (backbone, trainer entry) -> fastest run
 
@@ -450,7 +453,7 @@ def _trainer_flags(p, entries=True):
         p.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP", "CoOp"],
                        help="trainer entries NAME[:KEY=VALUE,...]")
         p.add_argument("--interleave", action="store_true",
-                       help="time all entries of a backbone in one process, steps alternating (fair on a "
+                       help="time all entries of all backbones in one process, steps alternating (fair on a "
                             "busy machine; no per-entry peak memory)")
     p.add_argument("--repeat", type=int, default=1, help="runs per entry (round-robin); the fastest is kept")
     p.add_argument("--cached-train-features", action="store_true",

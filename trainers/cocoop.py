@@ -28,6 +28,7 @@ from yacs.config import CfgNode as CN
 
 from e2mim_clip.prompt_trainer import PUBLISHED_PROMPT_LEARNER, PromptTrainer
 from e2mim_clip.prompting import PromptCLIP, PromptLearner
+from e2mim_clip.towers import towers
 from e2mim_engine.method_config import config_node, option
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TRAINER_REGISTRY
@@ -40,7 +41,7 @@ class CoCoOpPromptLearner(PromptLearner):
     def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", truncate=True):
         super().__init__(clip_model, classnames, n_ctx=n_ctx, ctx_init=ctx_init, csc=False,
                          class_token_position="end", truncate=truncate)
-        vis_dim = clip_model.visual.output_dim
+        vis_dim = towers(clip_model).embed_dim  # the image feature's size (shared with the text's)
         ctx_dim = self.ctx.shape[-1]
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(vis_dim, vis_dim // 16)),

@@ -43,7 +43,7 @@ from yacs.config import CfgNode as CN
 
 from e2mim_clip.prompt_trainer import (PUBLISHED_PROMPT_LEARNER, PromptTrainer, context_node,
                                        read_published_coop_keys)
-from e2mim_clip.prompting import PromptLearner, _tokenizer, tokenize
+from e2mim_clip.prompting import PromptLearner, embed_words, word_tokens
 from e2mim_clip.templates import TEMPLATE_SETS, dataset_template
 from e2mim_engine.errors import ConfigError, UserError
 from e2mim_engine.evaluation import compute_accuracy
@@ -138,16 +138,15 @@ class ProGrad(PromptTrainer):
     def build_prompt_learner(self, clip_model):
         c = self.cfg_node()
         words = self.init_words()
-        n_init = len(_tokenizer.encode(words)) if words else 0
+        n_init = len(word_tokens(clip_model, words)) if words else 0
         if n_init > c.N_CTX:
             raise ConfigError(f"{c.KEYS_FROM}.N_CTX {c.N_CTX} is shorter than the {n_init} tokens of the "
                               f"initial words '{words}': raise N_CTX.")
         pl = PromptLearner(clip_model, self.classnames, n_ctx=c.N_CTX, ctx_init="", csc=c.CSC,
                            class_token_position=c.CLASS_TOKEN_POSITION).to(self.device)  # N(0, 0.02)
         if n_init:
-            embed = clip_model.token_embedding
+            init = embed_words(clip_model, words)
             with torch.no_grad():
-                init = embed(tokenize([words]).to(embed.weight.device))[0, 1:1 + n_init].float()
                 ctx = torch.zeros(c.N_CTX, init.shape[1], device=init.device)
                 ctx[c.N_CTX - n_init:] = init
                 pl.ctx.copy_(ctx.expand_as(pl.ctx))

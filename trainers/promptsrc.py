@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from e2mim_clip.deep_prompts import VL_PUBLISHED, DeepPromptTrainer, ivlp_node
 from e2mim_clip.prompting import tokenize
+from e2mim_clip.towers import towers
 from e2mim_engine.method_config import AT_LEAST_0, config_node, option
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TRAINER_REGISTRY
@@ -134,14 +135,14 @@ class PromptSRC(DeepPromptTrainer):
     def encode_text_anchor(self, chunk=1000):
         """[C, D]: normalized mean over templates of the frozen (unnormalized) text features."""
         clip_model, enc = self.model.clip, self.model.text_encoder
-        device = clip_model.token_embedding.weight.device
+        embed = towers(clip_model).token_embedding
         names = [c.replace("_", " ") for c in self.classnames]
         texts = [t.format(n) for t in PROMPTSRC_TEMPLATES for n in names]  # template-major
         feats = []
         with self.precision.autocast():
             for i in range(0, len(texts), chunk):
-                tok = tokenize(texts[i:i + chunk]).to(device)
-                feats.append(enc(clip_model.token_embedding(tok), tok).float())
+                tok = tokenize(texts[i:i + chunk], model=clip_model).to(embed.weight.device)
+                feats.append(enc(embed(tok), tok).float())
         mean = torch.cat(feats).view(len(PROMPTSRC_TEMPLATES), len(names), -1).mean(dim=0)
         return F.normalize(mean, dim=-1)
 
