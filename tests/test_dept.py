@@ -255,3 +255,16 @@ def test_bad_keys_say_which(demo_root, tmp_path):
         _trainer(demo_root, str(tmp_path), "ExtrasLinearProbeCoOp", "TRAINER.DEPT.WEIGHT", 1.5)
     with pytest.raises(ConfigError, match="Unknown TRAINER.DEPT.HEAD='mlp'; valid: linear, similarity"):
         _trainer(demo_root, str(tmp_path), "ExtrasLinearProbeCoOp", "TRAINER.DEPT.HEAD", "mlp")
+
+
+def test_reported_rows_and_bench_recipes():
+    from e2mim_tools import bench
+    from e2mim_tools.published import REPORTED_BASE2NEW
+    rows = {r.trainer: r for r in REPORTED_BASE2NEW}
+    for trainer in BASES:
+        r = rows[trainer]
+        assert r.hm == pytest.approx(2 * r.base * r.new / (r.base + r.new), abs=0.006) and "DePT" in r.source
+        assert trainer in bench.BENCH_TRAINERS
+    recipe = bench.bench_recipe("ExtrasLinearProbeKgCoOp")
+    assert recipe["TRAINER"]["KGCOOP"]["PREC"] == "fp32" and recipe["TRAINER"]["KGCOOP"]["W"] == 2.0
+    assert recipe["OPTIM"]["LR"] == pytest.approx(0.0035 * bench.LR_SCALE) and recipe["OPTIM"]["MAX_EPOCH"] == 10
