@@ -35,8 +35,8 @@ stay under its own node (TRAINER.COOP, .COCOOP, .KGCOOP, .MAPLE); DePT's KgCoOp 
 them under TRAINER.COOP, read as KgCoOp's layout with DePT's default W 2.0 (its ALPHA is
 declared and never read by the published code, and is dropped).
 
-The head is its own checkpoint ("dept_head", beside the base's "prompt_learner"), so the
-prompts load for new classes without it. CoOp, CoCoOp and KgCoOp keep the feature caches:
+The head is part of the model (``model.head``) and its own checkpoint ("dept_head", beside
+the base's "prompt_learner"), so the prompts load for new classes without it. CoOp, CoCoOp and KgCoOp keep the feature caches:
 they cache the frozen encoder's unnormalized features, which the head reads.
 """
 import functools
@@ -216,7 +216,8 @@ class DePT:
         super().build_model()
         c = self.dept
         dim = self.model.clip.text_projection.shape[1]
-        self.head = CATHead(dim, self.num_classes, c.head, c.cat).to(self.device)
+        # part of the model (its forward reads it), checkpointed on its own
+        self.model.head = CATHead(dim, self.num_classes, c.head, c.cat).to(self.device)
         optim_cfg = self.cfg.OPTIM.clone()
         optim_cfg.defrost()
         optim_cfg.LR = self.cfg.OPTIM.LR * c.head_lr_mult
@@ -227,6 +228,10 @@ class DePT:
         base = next(k.__name__ for k in type(self).__mro__ if k.__module__ != __name__)
         logger.info(f"DePT on {base}: CAT head ({c.head}, {self.num_classes} classes), "
                     f"weight {c.weight}, head lr {optim_cfg.LR:g}")
+
+    @property
+    def head(self):
+        return self.model.head
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
