@@ -85,6 +85,7 @@ def test_head_rows_by_class_name():
     assert head_rows(["a", "b", "c"], ["d", "e"]) is None            # base-to-new's new half
     assert head_rows(["a", "b"], ["a", "x"]) is None                 # another dataset
     assert head_rows(None, ["a"]) is None
+    assert head_rows(["crane", "b", "crane"], ["crane", "crane"]) == [0, 2]   # a name held twice, in order
 
 
 # ---- the trainers -------------------------------------------------------------------------

@@ -176,12 +176,17 @@ def head_rows(trained, classes):
     class is not one of them (the head cannot score it: similarity logits only)."""
     if trained is None or list(trained) == list(classes):
         return None if trained is None else list(range(len(classes)))
+    # a name the head holds twice (ImageNet's classnames.txt may) is matched in order: both
+    # class lists follow the sorted wnid folders
     index = {}
     for i, c in enumerate(trained):
-        index.setdefault(c, i)
-    if not all(c in index for c in classes):
-        return None
-    return [index[c] for c in classes]
+        index.setdefault(c, []).append(i)
+    rows = []
+    for c in classes:
+        if not index.get(c):
+            return None
+        rows.append(index[c].pop(0))
+    return rows
 
 
 class DePT:
