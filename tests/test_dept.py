@@ -269,3 +269,25 @@ def test_reported_rows_and_bench_recipes():
     recipe = bench.bench_recipe("ExtrasLinearProbeKgCoOp")
     assert recipe["TRAINER"]["KGCOOP"]["PREC"] == "fp32" and recipe["TRAINER"]["KGCOOP"]["W"] == 2.0
     assert recipe["OPTIM"]["LR"] == pytest.approx(0.0035 * bench.LR_SCALE) and recipe["OPTIM"]["MAX_EPOCH"] == 10
+
+
+@pytest.mark.parametrize("trainer,published", [
+    ("ExtrasLinearProbeCoOp", ["prompt_learner.ctx"]),
+    ("ExtrasLinearProbeCoCoOp", ["prompt_learner.ctx", "prompt_learner.meta_net.linear1.weight",
+                                 "prompt_learner.meta_net.linear2.bias"]),
+    ("ExtrasLinearProbeMaPLe", ["prompt_learner.ctx", "prompt_learner.proj.weight", "prompt_learner.compound_prompts_text.0",
+                                "prompt_learner.compound_prompt_projections.0.bias"]),
+])
+def test_parity_tool_maps_the_published_names_onto_our_model(demo_root, tmp_path, trainer, published):
+    """The learnable tensors the published ExtrasLinearProbe* trainers hold (their whole model's
+    names) land on our model's parameters, so the parity tool starts both from the same tensors."""
+    from e2mim_tools.parity import dept as parity
+    from e2mim_tools.parity.ours_side import renamer
+    head = ["film_lp_img.scale", "film_lp_img.bias", "film_lp_text.scale", "film_lp_text.bias",
+            "linear_probe_proj.weight", "linear_probe_proj.bias"]
+    case = next(c for c in parity.CASES if c.trainer == trainer and not c.of)
+    t = _trainer(demo_root, str(tmp_path), trainer)
+    ours = {n for n, p in t.model.named_parameters() if p.requires_grad}
+    mapped = renamer(case.our_trainer, case.rename)({k: None for k in head + published})
+    assert set(mapped) <= ours and len(mapped) == len(head + published)
+    assert {k for k in ours if k.startswith("head.")} == {k for k in mapped if k.startswith("head.")}

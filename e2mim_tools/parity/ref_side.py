@@ -10,7 +10,8 @@ Shims (what current torch or a CPU machine needs; none changes the math):
   - LRScheduler.__init__ accepts Dassl's removed ``verbose`` argument;
   - torch.load defaults to weights_only=False (the pre-2.6 default: Dassl's checkpoints pickle
     its scheduler, and the new-class evaluation loads them);
-  - clip._download returns the fixture checkpoint (the checkout's own clip package);
+  - clip._download returns the fixture checkpoint (the checkout's own clip package; with
+    clip_packages, every copy of it the checkout ships, e.g. DePT's clip_maple);
   - cuda_shim: Module.cuda()/Tensor.cuda() are no-ops (code that calls .cuda() unconditionally);
   - float_modules: submodules cast to fp32 after build_model (a learnable module the published
     code leaves in fp16 even at PREC fp32, which F.linear cannot mix with fp32 inputs);
@@ -19,6 +20,7 @@ Diagnosis switches (not parity settings; they neutralise a published precision q
 it is the whole difference): no_half (Tensor.half() is a no-op everywhere), cuda_float
 (modules moved with .cuda() are also cast to fp32).
 """
+import importlib
 import json
 import os
 import runpy
@@ -56,8 +58,8 @@ def install_shims(spec):
         torch.Tensor.cuda = lambda self, *a, **k: self
     if spec.get("no_half"):
         torch.Tensor.half = lambda self, *a, **k: self
-    from clip import clip  # the checkout's package
-    clip._download = lambda url, root=None, *a, **k: spec["ckpt"]
+    for package in spec.get("clip_packages", ["clip"]):  # the checkout's copies of the clip package
+        importlib.import_module(f"{package}.clip")._download = lambda url, root=None, *a, **k: spec["ckpt"]
 
 
 def precision_shims(spec):
