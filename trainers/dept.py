@@ -362,9 +362,6 @@ class ExtrasLinearProbeCoCoOp(DePT, RawFrozenImages, CoCoOp):
             txt.append(enc(pl(part), tokens).float().view(part.shape[0], pl.n_cls, -1))
         return img, torch.cat(txt)
 
-    def epoch_diagnostics(self):
-        return {}
-
 
 @TRAINER_REGISTRY.register()
 class ExtrasLinearProbeMaPLe(DePT, MaPLe):
