@@ -24,7 +24,8 @@ dataset, ImageNet's variants whose classes are ImageNet's or a subset of them, I
 the head has no rows and the logits are sim alone. The published code decides by the config
 instead (DATASET.SUBSAMPLE_CLASSES base, or all with "ImageNet" in the dataset's name), which
 picks the same branch on every protocol it runs; the rule by class names also serves the
-few-shot protocol (all classes), where the published code's training step fails.
+few-shot protocol (all classes), where the published training step fails outside ImageNet
+(it takes the new-class branch, which refuses training).
 
 Keys: TRAINER.DEPT.{WEIGHT=0.7, HEAD="linear", TEST_TIME_FUSION=True, CAT=True,
 HEAD_LR_MULT=6.5}, the published TRAINER.LINEAR_PROBE.{WEIGHT, TYPE, TEST_TIME_FUSION},
