@@ -37,8 +37,9 @@ them under TRAINER.COOP, read as KgCoOp's layout with DePT's default W 2.0 (its 
 declared and never read by the published code, and is dropped).
 
 The head is part of the model (``model.head``) and its own checkpoint ("dept_head", beside
-the base's "prompt_learner"), so the prompts load for new classes without it. CoOp, CoCoOp and KgCoOp keep the feature caches:
-they cache the frozen encoder's unnormalized features, which the head reads.
+the base's "prompt_learner"), so the prompts load for new classes without it. Over CoOp,
+CoCoOp and KgCoOp the feature caches stay on and hold the frozen encoder's unnormalized
+features, which the head reads.
 """
 import functools
 import os
