@@ -275,7 +275,8 @@ def test_reported_rows_and_bench_recipes():
     ("ExtrasLinearProbeCoOp", ["prompt_learner.ctx"]),
     ("ExtrasLinearProbeCoCoOp", ["prompt_learner.ctx", "prompt_learner.meta_net.linear1.weight",
                                  "prompt_learner.meta_net.linear2.bias"]),
-    ("ExtrasLinearProbeMaPLe", ["prompt_learner.ctx", "prompt_learner.proj.weight", "prompt_learner.compound_prompts_text.0",
+    ("ExtrasLinearProbeMaPLe", ["prompt_learner.ctx", "prompt_learner.proj.weight",
+                                "prompt_learner.compound_prompts_text.0",
                                 "prompt_learner.compound_prompt_projections.0.bias"]),
 ])
 def test_parity_tool_maps_the_published_names_onto_our_model(demo_root, tmp_path, trainer, published):

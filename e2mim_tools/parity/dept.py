@@ -20,7 +20,8 @@ MAPLE_CFG = CFG.format("ExtrasLinearProbeMaPLe", "vit_b16_c2_ep10_batch4_2ctx")
 CASES = [
     Case("dept_coop", "ExtrasLinearProbeCoOp", CFG.format("ExtrasLinearProbeCoOp", "vit_b16_ep10_bs4_lr35"),
          ("TRAINER.COOP.PREC", "fp32") + SMALL, rename=HEAD),
-    Case("dept_cocoop", "ExtrasLinearProbeCoCoOp", CFG.format("ExtrasLinearProbeCoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"),
+    Case("dept_cocoop", "ExtrasLinearProbeCoCoOp",
+         CFG.format("ExtrasLinearProbeCoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"),
          ("TRAINER.COCOOP.PREC", "fp32") + SMALL, rename=HEAD),
     # DePT's KgCoOp (as KgCoOp's own code) encodes its hand-crafted teacher with a second CLIP
     # moved by .cuda() and kept in fp16 whatever PREC says
