@@ -207,6 +207,25 @@ PUBLISHED = {  # Koorye/DePT configs/trainers/<trainer>/<file>.yaml (every train
 }
 
 
+# The same repository's baseline recipes (the "w/o DePT" rows of its Table 1), in the bases' folders:
+# the DePT file's values but the head; MaPLe's is tested with MaPLe's files (tests/test_deep_prompts.py).
+BASELINE_FILES = {("CoOp", "vit_b16_ep10_bs4_lr35"): "ExtrasLinearProbeCoOp",
+                  ("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"): "ExtrasLinearProbeCoCoOp",
+                  ("KgCoOp", "vit_b16_ep10_ctxv1_bs4_lr35"): "ExtrasLinearProbeKgCoOp",
+                  ("MaPLe", "vit_b16_c2_ep10_batch4_2ctx"): "ExtrasLinearProbeMaPLe"}
+
+
+@pytest.mark.parametrize("base,name", sorted(BASELINE_FILES))
+def test_the_baseline_recipes_are_the_dept_files_without_the_head(base, name):
+    dept = BASELINE_FILES[(base, name)]
+    theirs = make_cfg("--trainer", base, "--config-file", _cfg_file(base, name))
+    ours = make_cfg("--trainer", dept, "--config-file", _cfg_file(dept, name))
+    node = BASES[dept]
+    assert dict(theirs.TRAINER[node]) == dict(ours.TRAINER[node])
+    for key in ("OPTIM", "DATALOADER", "INPUT", "MODEL"):
+        assert theirs[key] == ours[key], key
+
+
 def test_every_published_file_is_there_and_nothing_else():
     for trainer in BASES:
         shipped = {f[:-5] for f in os.listdir(os.path.join(ROOT, "configs", "trainers", trainer))
