@@ -296,14 +296,16 @@ class DeepPromptCLIP(PromptCLIP):
         self.text_encoder = DeepTextEncoder(clip_model)
         self.image_encoder = DeepVisionEncoder(clip_model)
 
-    def text_features(self):
+    def text_features(self, normalize=True):
         pl = self.prompt_learner
         prompts, deep = pl.text_prompts()
-        return F.normalize(self.text_encoder(prompts, pl.tokenized_prompts, deep).float(), dim=-1)
+        t = self.text_encoder(prompts, pl.tokenized_prompts, deep).float()
+        return F.normalize(t, dim=-1) if normalize else t
 
-    def image_features(self, image):
+    def image_features(self, image, normalize=True):
         ctx, deep = self.prompt_learner.vision_prompts()
-        return F.normalize(self.image_encoder(image, ctx, deep).float(), dim=-1)
+        v = self.image_encoder(image, ctx, deep).float()
+        return F.normalize(v, dim=-1) if normalize else v
 
     @torch.no_grad()
     def frozen_image_features(self, image):

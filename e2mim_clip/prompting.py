@@ -152,13 +152,14 @@ def image_dtype(visual):
     return next(p.dtype for p in visual.parameters() if p.dim() > 1)
 
 
-def image_features_of(clip_model, x):
-    """Normalized float32 image features of ``x``: a batch of images [B, 3, H, W] through the
-    frozen encoder (encode_images), or ``x`` itself when it already holds those features
-    [B, D] (served by the feature cache: e2mim_engine.data.feature_cache)."""
+def image_features_of(clip_model, x, normalize=True):
+    """Float32 image features of ``x``: a batch of images [B, 3, H, W] through the frozen
+    encoder (encode_images; normalized unless ``normalize`` is False), or ``x`` itself when it
+    already holds the features [B, D] the method's encode_frozen gives (served by the feature
+    cache: e2mim_engine.data.feature_cache)."""
     if x.dim() == 2:
         return x.float()
-    return encode_images(clip_model, x)
+    return encode_images(clip_model, x, normalize)
 
 
 def cosine_consistency(text_features, text_h):
@@ -273,13 +274,16 @@ class PromptCLIP(nn.Module):
     def logit_scale(self):
         return self.clip.logit_scale.exp().float()
 
-    def text_features(self):
+    def text_features(self, normalize=True):
+        """The learned class features [C, D] (float32); ``normalize`` False leaves CLIP's
+        projection as it is (a head that reads the feature's scale, as DePT's does)."""
         pl = self.prompt_learner
-        return F.normalize(self.text_encoder(pl(), pl.tokenized_prompts).float(), dim=-1)
+        t = self.text_encoder(pl(), pl.tokenized_prompts).float()
+        return F.normalize(t, dim=-1) if normalize else t
 
-    def image_features(self, image):
+    def image_features(self, image, normalize=True):
         """Images [B, 3, H, W], or their cached frozen features [B, D] (image_features_of)."""
-        return image_features_of(self.clip, image)
+        return image_features_of(self.clip, image, normalize)
 
     def forward(self, image, text_features=None):
         img = self.image_features(image)

@@ -66,7 +66,10 @@ RRCROP_SCALE = "(0.5, 1.0)"
 # The calibrated baselines, in the published HM order (e2mim_tools.published); E2MIM is run on
 # the bench, never used to calibrate it.
 BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
-BENCH_TRAINERS = BASELINES + ["E2MIM"]
+# Methods run on the bench beside them, not used to calibrate it: DePT over four bases (issue 22).
+DEPT_TRAINERS = ["ExtrasLinearProbeCoOp", "ExtrasLinearProbeCoCoOp", "ExtrasLinearProbeKgCoOp",
+                 "ExtrasLinearProbeMaPLe"]
+BENCH_TRAINERS = BASELINES + ["E2MIM"] + DEPT_TRAINERS
 
 # Per-method departures from the rule beyond the learning-rate factor, each chosen on base-class
 # validation accuracy and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.

@@ -86,6 +86,12 @@ METHODS = [
            "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot", False),
     # E2MIM (ours; docs/METHOD.md): one cfg per protocol.
     Method("e2mim", "E2MIM", "vit_b16_base2new", "vit_b16_cross_dataset", "vit_b16_fewshot", False),
+    # DePT (Zhang et al., CVPR 2024) over CoOp, CoCoOp, KgCoOp, MaPLe: the CAT head, 10 epochs;
+    # one published file per base for every protocol (the authors' folders coop_dept, ...).
+    Method("coop_dept", "ExtrasLinearProbeCoOp", *["vit_b16_ep10_bs4_lr35"] * 3, False),
+    Method("cocoop_dept", "ExtrasLinearProbeCoCoOp", *["vit_b16_c4_ep10_batch1_ctxv1"] * 3, False),
+    Method("kgcoop_dept", "ExtrasLinearProbeKgCoOp", *["vit_b16_ep10_ctxv1_bs4_lr35"] * 3, False),
+    Method("maple_dept", "ExtrasLinearProbeMaPLe", *["vit_b16_c2_ep10_batch4_2ctx"] * 3, False),
 ]
 
 # The scripts users type in scripts/<method>/ -> the function of scripts/lib/protocols.sh

@@ -40,4 +40,10 @@ REPORTED_BASE2NEW = [
     Reported("IVLP", "IVLP", 84.21, 71.79, 77.51, "PromptSRC README"),
     Reported("MaPLe", "MaPLe", 82.28, 75.14, 78.55, "MaPLe README"),
     Reported("PromptSRC", "PromptSRC", 84.26, 76.10, 79.97, "PromptSRC README"),
+    # DePT over four bases: Zhang et al., "DePT: Decoupled Prompt Tuning", CVPR 2024, Table 1
+    # (github.com/Koorye/DePT, README figure examples/base_to_new_performance.png); no extra data.
+    Reported("CoOp+DePT", "ExtrasLinearProbeCoOp", 83.66, 71.82, 77.29, "DePT paper, Table 1"),
+    Reported("CoCoOp+DePT", "ExtrasLinearProbeCoCoOp", 83.80, 72.89, 77.97, "DePT paper, Table 1"),
+    Reported("KgCoOp+DePT", "ExtrasLinearProbeKgCoOp", 83.62, 75.04, 79.10, "DePT paper, Table 1"),
+    Reported("MaPLe+DePT", "ExtrasLinearProbeMaPLe", 84.85, 74.82, 79.52, "DePT paper, Table 1"),
 ]

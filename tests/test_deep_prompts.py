@@ -370,6 +370,8 @@ PUBLISHED = {
                                                                  PROMPT_DEPTH_TEXT=9)),
     ("MaPLe", "vit_b16_c2_ep5_batch4_2ctx"): (0.0035, 5, dict(N_CTX=2, PROMPT_DEPTH=9)),
     ("MaPLe", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"): (0.0026, 2, dict(N_CTX=2, PROMPT_DEPTH=3)),
+    # DePT's MaPLe baseline (Koorye/DePT), beside its ExtrasLinearProbeMaPLe file
+    ("MaPLe", "vit_b16_c2_ep10_batch4_2ctx"): (0.0035, 10, dict(N_CTX=2, PROMPT_DEPTH=9)),
     ("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx"): (0.0025, 20, dict(PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9,
                                                                       GPA_MEAN=15, GPA_STD=1)),
     ("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"): (0.0025, 20, dict(
