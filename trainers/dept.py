@@ -52,6 +52,7 @@ from yacs.config import CfgNode as CN
 
 from e2mim_clip.prompt_trainer import read_published_coop_keys
 from e2mim_clip.prompting import cosine_consistency, encode_images
+from e2mim_clip.towers import towers
 from e2mim_engine.checkpoint import epoch_file, load_checkpoint
 from e2mim_engine.checkpointer import BEST_FILE
 from e2mim_engine.evaluation import compute_accuracy
@@ -222,7 +223,7 @@ class DePT:
     def build_model(self):
         super().build_model()
         c = self.dept
-        dim = self.model.clip.text_projection.shape[1]
+        dim = towers(self.model.clip).embed_dim
         # part of the model (its forward reads it), checkpointed on its own
         self.model.head = CATHead(dim, self.num_classes, c.head, c.cat).to(self.device)
         optim_cfg = self.cfg.OPTIM.clone()
