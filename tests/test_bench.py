@@ -22,10 +22,10 @@ def test_rule_scales_depths_and_keeps_the_published_optimisation():
     node = r["TRAINER"]["PROMPTSRC"]
     assert (node["PROMPT_DEPTH_VISION"], node["PROMPT_DEPTH_TEXT"], node["PREC"]) == (3, 2, "fp32")
     assert (node["TEXT_LOSS_WEIGHT"], node["IMAGE_LOSS_WEIGHT"], node["GPA_MEAN"]) == (25, 10, 15)
-    assert r["OPTIM"]["LR"] == pytest.approx(0.0025 * bench.LR_SCALE) and r["OPTIM"]["MAX_EPOCH"] == 20 and r["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 4
+    assert r["OPTIM"]["LR"] == pytest.approx(0.0025 * bench.lr_factor("PromptSRC")) and r["OPTIM"]["MAX_EPOCH"] == 20 and r["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 4
     assert bench.bench_recipe("MaPLe")["TRAINER"]["MAPLE"]["PROMPT_DEPTH"] == 2   # both towers: the text's 3 layers
     coop = bench.bench_recipe("CoOp")
-    assert "FEATURE_CACHE" not in coop["DATALOADER"] and coop["OPTIM"]["LR"] == pytest.approx(0.002 * bench.LR_SCALE)
+    assert "FEATURE_CACHE" not in coop["DATALOADER"] and coop["OPTIM"]["LR"] == pytest.approx(0.002 * bench.lr_factor("CoOp"))
     assert coop["INPUT"]["RRCROP_SCALE"] == "(0.5, 1.0)"
     assert coop["MODEL"]["BACKBONE"]["NAME"] == "compworld-tiny" and coop["INPUT"]["SIZE"] == "(64, 64)"
 
