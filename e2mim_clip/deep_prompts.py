@@ -13,6 +13,11 @@ ln_final, text_projection) and only change the token sequence between blocks:
   prompt learner, then the positional embedding is added); at the input of block k the
   positions 1 .. n are replaced by that layer's prompts.
 
+A layer's prompts may also start deeper (MMRL's representation tokens, from a middle layer
+on): when the sequence holds no prompt positions yet, the first layer's prompts are *added*
+(vision: after the last token; text: after SOS, so every EOT moves by their count) instead of
+replacing anything, and later layers replace them as above.
+
 This is the layout of the published MaPLe/IVLP/PromptSRC code. The text side keeps the
 EOT truncation of ``prompting.TextEncoder``: the mask is causal and deep prompts sit before
 every EOT, so positions after the longest EOT never reach a feature at any layer.
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from e2mim_engine.checkpoint import PublishedFormat
-from e2mim_engine.errors import ConfigError
+from e2mim_engine.errors import ConfigError, DataError
 from e2mim_engine.utils import logger
 
 from .prompt_trainer import ClipTrainer, PromptTrainer
@@ -79,9 +84,11 @@ class DeepVisionEncoder(nn.Module):
         check_vit(clip_model)
         self.visual = clip_model.visual
 
-    def forward(self, image, ctx=None, deep=()):
+    def forward(self, image, ctx=None, deep=(), prompt_outputs=False):
         """image [N, 3, H, W]; ctx [n, width] or None; deep[j] ([n, width] or None) replaces the
-        prompt positions at the input of block j + 1. Returns [N, embed_dim] (unnormalized)."""
+        prompt positions at the input of block j + 1 (or adds them, when there are none yet).
+        Returns [N, embed_dim] (unnormalized); with ``prompt_outputs`` also ln_post of the
+        prompt positions' last outputs [N, n, width]."""
         v = self.visual
         dtype = v.conv1.weight.dtype
         x = v.conv1(image.type(dtype))
@@ -98,12 +105,16 @@ class DeepVisionEncoder(nn.Module):
         for i, block in enumerate(v.transformer.resblocks):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
-                if p.shape[0] != n:
-                    raise ValueError(f"layer {i} has {p.shape[0]} vision prompts, the input has {n}")
+                if n and p.shape[0] != n:
+                    raise ValueError(f"layer {i} has {p.shape[0]} vision prompts, the sequence has {n}")
                 x = torch.cat([x[:x.shape[0] - n], _per_sample(p, x.shape[1], x.dtype)], dim=0)
+                n = p.shape[0]
             x = block(x)
-        x = v.ln_post(x[0])
-        return x @ v.proj if v.proj is not None else x
+        feature = v.ln_post(x[0])
+        feature = feature @ v.proj if v.proj is not None else feature
+        if prompt_outputs:
+            return feature, v.ln_post(x[x.shape[0] - n:].permute(1, 0, 2))
+        return feature
 
 
 class DeepTextEncoder(TextEncoder):
@@ -111,23 +122,41 @@ class DeepTextEncoder(TextEncoder):
 
     Same call as ``prompting.TextEncoder`` (so it also encodes fixed texts), plus ``deep``."""
 
-    def forward(self, prompts, tokenized_prompts, deep=()):
+    def forward(self, prompts, tokenized_prompts, deep=(), n_ctx=None):
         """prompts [n, L, d] (context at 1..n_ctx); deep[j] ([n_ctx, d] or None) replaces the
-        context positions at the input of block j + 1."""
+        context positions at the input of block j + 1. ``n_ctx``: the context positions the
+        input holds (None: as many as each deep prompt, the MaPLe/IVLP layout; 0: none, so
+        the first deep prompt is added after SOS and every EOT moves by its length)."""
         L = prompts.shape[1]
         x = (prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)).permute(1, 0, 2)
         blocks = self.transformer.resblocks
         if len(deep) >= len(blocks):
             raise ValueError(f"{len(deep)} deep text prompts for {len(blocks)} layers")
+        n, added = n_ctx, 0
         for i, block in enumerate(blocks):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
-                n = p.shape[0]
-                x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1 + n:]], dim=0)
+                if n == 0:  # no context positions yet: the prompts are added after SOS
+                    n = added = p.shape[0]
+                    self._check_length(x.shape[0] + n, block)
+                    x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1:]], dim=0)
+                else:
+                    n = p.shape[0] if n is None else n
+                    if p.shape[0] != n:
+                        raise ValueError(f"layer {i} has {p.shape[0]} text prompts, the sequence has {n}")
+                    x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1 + n:]], dim=0)
             x = self.run_stock_block(block, x)  # checkpointed when MODEL.TEXT_ENCODER.CHECKPOINT
         x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
-        eot = tokenized_prompts.argmax(dim=-1)
+        eot = tokenized_prompts.argmax(dim=-1) + added
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+    @staticmethod
+    def _check_length(length, block):
+        mask = getattr(block, "attn_mask", None)
+        if mask is not None and length > mask.shape[-1]:
+            raise DataError(f"A prompt with its {length - mask.shape[-1]} added tokens is longer than CLIP's "
+                            f"text context of {mask.shape[-1]} tokens; shorten the longest class name or "
+                            f"template, or add fewer tokens.")
 
 
 def _init_prompts(count, n, width, device):
