@@ -53,6 +53,7 @@ RRCROP_SCALE = "(0.5, 1.0)"
 # the bench, never used to calibrate it.
 BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
 BENCH_TRAINERS = BASELINES + ["E2MIM"]
+BENCH_TRAINERS += ["MMRL"]   # newer methods: run on the bench, not part of its calibration
 
 # Per-method departures from the rule, each chosen on base-class validation accuracy of the
 # calibration seeds and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.
@@ -75,6 +76,8 @@ A bench recipe is the method's published base-to-new recipe (the methods table's
 3. every prompt depth d (of ViT-B/16's 12 layers) scaled to the tiny CLIP's towers,
    max(1, round(d * L / 12)) with L = 4 vision layers, 3 text layers, and the smaller of the two
    for a depth that prompts both towers (MaPLe's PROMPT_DEPTH);
+   likewise every layer number l of a list that enters both towers (MMRL's REP_LAYERS, from 1):
+   max(2, round(l * L / 12)) with L the smaller tower, repeats dropped;
 4. INPUT.RRCROP_SCALE (0.5, 1.0) where random_resized_crop is used: the object covers a fifth of
    a 64-pixel image and Dassl's default (0.08, 1.0) would often crop it out;
 5. OPTIM.LR times LR_SCALE, one factor for every method;
@@ -89,6 +92,14 @@ _DEPTH_KEYS = {"PROMPT_DEPTH_VISION": VISION_LAYERS, "PROMPT_DEPTH_TEXT": TEXT_L
 
 def scaled_depth(depth, layers):
     return max(1, int(math.floor(depth * layers / PUBLISHED_LAYERS + 0.5)))
+
+
+_LAYER_LIST_KEYS = {"REP_LAYERS": min(VISION_LAYERS, TEXT_LAYERS)}
+
+
+def scaled_layers(layers, tower):
+    """Layer numbers (from 1; layer 1 takes no added tokens) scaled to a tower of ``tower`` layers."""
+    return sorted({max(2, scaled_depth(l, tower)) for l in layers})
 
 
 def published_cfg(trainer):
@@ -132,6 +143,9 @@ def bench_recipe(trainer, configs=None, selection=True):
         for key, layers in _DEPTH_KEYS.items():
             if key in node:
                 node[key] = scaled_depth(node[key], layers)
+        for key, layers in _LAYER_LIST_KEYS.items():
+            if key in node:
+                node[key] = scaled_layers(node[key], layers)
     choices = dict(PER_METHOD_CHOICES.get(trainer, {}))
     if trainer == "E2MIM" and selection:
         chosen = read_selection(selection_path(configs))

@@ -16,6 +16,8 @@ repeated in the repositories' READMEs:
   (github.com/muzairkhattak/multimodal-prompt-learning).
 * PromptSRC: Khattak et al., "Self-regulating Prompts: Foundational Model Adaptation without
   Forgetting", ICCV 2023 (github.com/muzairkhattak/PromptSRC).
+* MMRL: Guo & Gu, "MMRL: Multi-Modal Representation Learning for Vision-Language Models",
+  CVPR 2025, Table 1 (arXiv 2503.08497; github.com/yunncheng/MMRL). No extra data or teacher.
 
 The order is publication order; it is also the order of those trainers' rows in the tables.
 """
@@ -40,4 +42,5 @@ REPORTED_BASE2NEW = [
     Reported("IVLP", "IVLP", 84.21, 71.79, 77.51, "PromptSRC README"),
     Reported("MaPLe", "MaPLe", 82.28, 75.14, 78.55, "MaPLe README"),
     Reported("PromptSRC", "PromptSRC", 84.26, 76.10, 79.97, "PromptSRC README"),
+    Reported("MMRL", "MMRL", 85.68, 77.16, 81.20, "MMRL paper (CVPR 2025), Table 1"),
 ]
