@@ -48,6 +48,7 @@ setup(
             "e2mim-cache = e2mim_tools.cache:main",
             "e2mim-study = e2mim_tools.study:main",
             "e2mim-doctor = e2mim_tools.doctor:main",
+            "e2mim-parity = e2mim_tools.parity.cli:main",
         ],
     },
 )
