@@ -37,6 +37,7 @@ class Case:
     trainer: str                # the published --trainer
     config: str                 # the published config file, relative to `code` (both runs read it)
     opts: Tuple[str, ...] = ()  # KEY VALUE pairs of both runs (precision fp32, shots, batch size)
+    ref_opts: Tuple[str, ...] = ()  # KEY VALUE pairs of the published run only (keys ours does not have)
     ours: str = ""              # our --trainer (default: trainer)
     code: str = ""              # folder of the checkout holding the published train.py
     dassl: str = ""             # folder of the checkout holding a bundled Dassl (else --dassl / installed)
@@ -132,7 +133,7 @@ def train_and_eval(side, case, paths, settings, cmd, cwd, pythonpath=()):
               "--dataset-config-file", DATASET_CONFIG, "--config-file", paths["config"]]
     if side == "ours":
         common += ["--backbone", paths["ckpt"]]
-    opts = list(DETERMINISTIC) + list(case.opts)
+    opts = list(DETERMINISTIC) + list(case.opts) + (list(case.ref_opts) if side == "ref" else [])
     train = dict(settings, loss_log=os.path.join(d, "loss.jsonl"), eval_log=os.path.join(d, "base.pt"))
     run_logged(cmd + common + ["--output-dir", os.path.join(d, "train")] + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
                side_env(train, pythonpath), cwd, os.path.join(d, "train.log"))
