@@ -224,7 +224,15 @@ def test_published_yaml_values(name):
 
 
 @pytest.mark.parametrize("layers,match", [("[1, 2]", "layer numbers >= 2"), ("[2, 2]", "increasing"),
-                                          ("[3, 2]", "increasing"), ("[2, 9]", "beyond this backbone")])
+                                          ("[3, 2]", "increasing"), ("[]", "non-empty")])
 def test_bad_rep_layers_are_config_errors(demo_root, tmp_path, layers, match):
     with pytest.raises(ConfigError, match=match):
         build(demo_root, tmp_path / "x", "TRAINER.MMRL.REP_LAYERS", layers)
+
+
+@pytest.mark.parametrize("layers,used", [("[2, 9]", [2]), ("[6, 7, 8, 9, 10, 11, 12]", [2])])
+def test_layers_beyond_the_backbone_are_dropped_so_published_files_run_on_tiny(demo_root, tmp_path, layers, used):
+    tr = build(demo_root, tmp_path / "x", "TRAINER.MMRL.REP_LAYERS", layers)
+    assert tr.model.prompt_learner.rep_layers == used
+    assert len(tr.model.prompt_learner.compound_rep_tokens_r2vproj) == len(used)
+    assert tr.result_metadata()["rep_layers"] == used

@@ -74,6 +74,20 @@ def _layers(v):
             and list(v) == sorted(set(v)))
 
 
+def usable_layers(layers, top):
+    """The listed layers this backbone has (``top``: the smaller encoder's layer count). Layers
+    beyond it are dropped with a note, and when none is left the last layer takes the tokens,
+    so the published files (6..12 of 12) also run on small shapes such as random:tiny."""
+    if top < 2:
+        raise ConfigError(f"MMRL needs encoders of at least 2 layers (its tokens enter at layer 2 or later); "
+                          f"this backbone's smaller encoder has {top}.")
+    kept = [l for l in layers if l <= top] or [top]
+    if kept != list(layers):
+        logger.info(f"Note: TRAINER.MMRL.REP_LAYERS {list(layers)} names layers beyond this backbone's {top} "
+                    f"(the smaller encoder's layer count); the tokens go into layers {kept}")
+    return kept
+
+
 @dataclass(frozen=True)
 class MMRLConfig:
     """TRAINER.MMRL's keys, parsed once per run."""
@@ -96,10 +110,7 @@ class RepresentationLearner(nn.Module):
     def __init__(self, clip_model, classnames, template, n_tokens, rep_dim, rep_layers):
         super().__init__()
         shapes = encoder_shapes(clip_model)
-        top = min(shapes["vision_layers"], shapes["text_layers"])
-        if rep_layers[-1] > top:
-            raise ConfigError(f"TRAINER.MMRL.REP_LAYERS {list(rep_layers)} name layers beyond this backbone's "
-                              f"{top} (the smaller encoder's layer count); use layers 2..{top}.")
+        rep_layers = usable_layers(rep_layers, min(shapes["vision_layers"], shapes["text_layers"]))
         device = clip_model.token_embedding.weight.device
         embed_dim = clip_model.text_projection.shape[1]
         width = shapes["vision_width"]
@@ -229,7 +240,7 @@ class MMRL(DeepPromptTrainer):
         # the classes the representation classifier learns; load_model replaces it
         self.trained_on = {"dataset": self.cfg.DATASET.NAME, "classnames": list(self.classnames)}
         logger.info(f"MMRL: {self.hparams.n_rep_tokens} representation tokens in layers "
-                    f"{self.hparams.rep_layers}, template '{self.templates[0]}'")
+                    f"{self.model.prompt_learner.rep_layers}, template '{self.templates[0]}'")
 
     def load_model(self, directory, epoch=None, names=None):
         super().load_model(directory, epoch, names)
@@ -285,6 +296,6 @@ class MMRL(DeepPromptTrainer):
     def result_metadata(self):
         c = self.hparams
         pl = self.model.prompt_learner
-        return {"templates": self.templates, "rep_layers": list(c.rep_layers),
+        return {"templates": self.templates, "rep_layers": list(pl.rep_layers),
                 "inference": "fusion" if self.uses_fusion() else "class_token",
                 "trainable_params": sum(p.numel() for p in pl.parameters() if p.requires_grad)}
