@@ -285,9 +285,11 @@ class MMRL(DeepPromptTrainer):
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
         if mode == "eval":
-            self._fusion = self.uses_fusion()
-            logger.info(f"MMRL inference: {'fused class-token and representation' if self._fusion else 'class-token'}"
-                        f" logits")
+            fusion = self.uses_fusion()
+            if fusion != getattr(self, "_fusion", None):  # said once, and again if it changes
+                logger.info(f"MMRL inference: {'fused class-token and representation' if fusion else 'class-token'}"
+                            f" logits")
+            self._fusion = fusion
 
     def model_inference(self, image):
         with self.precision.autocast():
