@@ -105,8 +105,6 @@ class RepresentationLearner(nn.Module):
     """R, its per-layer maps into both encoders, the representation projection P_r and the
     (non-persistent) hand-crafted prompts of the run's classes."""
 
-    checkpoint_ignored_keys = ("prompt_embeddings",)
-
     def __init__(self, clip_model, classnames, template, n_tokens, rep_dim, rep_layers):
         super().__init__()
         shapes = encoder_shapes(clip_model)
