@@ -123,10 +123,11 @@ class DeepTextEncoder(TextEncoder):
     Same call as ``prompting.TextEncoder`` (so it also encodes fixed texts), plus ``deep``."""
 
     def forward(self, prompts, tokenized_prompts, deep=(), n_ctx=None):
-        """prompts [n, L, d] (context at 1..n_ctx); deep[j] ([n_ctx, d] or None) replaces the
-        context positions at the input of block j + 1. ``n_ctx``: the context positions the
-        input holds (None: as many as each deep prompt, the MaPLe/IVLP layout; 0: none, so
-        the first deep prompt is added after SOS and every EOT moves by its length)."""
+        """prompts [n, L, d] (context at 1..n_ctx); deep[j] ([n_ctx, d], the same for every
+        sequence, or [n, n_ctx, d], one per sequence, or None) replaces the context positions
+        at the input of block j + 1. ``n_ctx``: the context positions the input holds (None: as
+        many as each deep prompt, the MaPLe/IVLP layout; 0: none, so the first deep prompt is
+        added after SOS and every EOT moves by its length)."""
         L = prompts.shape[1]
         x = (prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)).permute(1, 0, 2)
         blocks = self.transformer.resblocks
@@ -136,15 +137,15 @@ class DeepTextEncoder(TextEncoder):
         for i, block in enumerate(blocks):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
+                k = p.shape[-2]
+                p = p.to(x.dtype).transpose(0, 1) if p.dim() == 3 else _per_sample(p, x.shape[1], x.dtype)
                 if n == 0:  # no context positions yet: the prompts are added after SOS
-                    n = added = p.shape[0]
+                    n = added = k
                     self._check_length(x.shape[0] + n, block)
-                    x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1:]], dim=0)
+                    x = torch.cat([x[:1], p, x[1:]], dim=0)
                 else:
-                    n = p.shape[0] if n is None else n
-                    if p.shape[0] != n:
-                        raise ValueError(f"layer {i} has {p.shape[0]} text prompts, the sequence has {n}")
-                    x = torch.cat([x[:1], _per_sample(p, x.shape[1], x.dtype), x[1 + n:]], dim=0)
+                    n = k
+                    x = torch.cat([x[:1], p, x[1 + n:]], dim=0)
             x = self.run_stock_block(block, x)  # checkpointed when MODEL.TEXT_ENCODER.CHECKPOINT
         x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
         eot = tokenized_prompts.argmax(dim=-1) + added
@@ -198,6 +199,7 @@ class DeepPromptLearner(nn.Module):
             init = nn.init.normal_(torch.empty(n_ctx, width, device=device), std=0.02)
             prompt_prefix = " ".join(["X"] * n_ctx)
         self.ctx = nn.Parameter(init)
+        self.build_input_coupling(shapes, device)
         self.text_deep = _init_prompts(max(text_depth - 1, 0), n_ctx, width, device)
         self.prompt_prefix, self.n_ctx, self.n_cls = prompt_prefix, n_ctx, len(classnames)
         self.text_depth = text_depth
@@ -208,6 +210,11 @@ class DeepPromptLearner(nn.Module):
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)          # SOS
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # rest, EOT
+
+    def build_input_coupling(self, shapes, device):
+        """Modules drawn between the input context and the deep prompts (MaPLe's input-layer
+        coupling): that is where the published code draws them, so the same seed gives the
+        same initial tensors. None by default."""
 
     def text_prompts(self):
         """(prompt embeddings [C, L, d], deep text prompts per layer 1..)."""
@@ -242,10 +249,14 @@ class MaPLePromptLearner(DeepPromptLearner):
     def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, key="N_CTX"):
         super().__init__(clip_model, classnames, n_ctx, ctx_init, depth, key)
         shapes = encoder_shapes(clip_model)
-        device = self.ctx.device
+        # The deep couplings start as copies of ONE layer drawn after the deep prompts (equal
+        # to each other, not to the input coupling), as the published code draws them; it
+        # draws that layer even when there are no deep layers.
+        deep = nn.Linear(shapes["text_width"], shapes["vision_width"]).to(self.ctx.device)
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(deep) for _ in range(depth - 1)])
+
+    def build_input_coupling(self, shapes, device):
         self.proj = nn.Linear(shapes["text_width"], shapes["vision_width"]).to(device)
-        # One initialisation cloned per layer, as the published code does.
-        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(self.proj) for _ in range(depth - 1)])
 
     def vision_prompts(self):
         deep = [f(p) for f, p in zip(self.compound_prompt_projections, self.text_deep)]

@@ -160,7 +160,8 @@ def mean_pairwise_cosine(features):
 
 
 class PromptLearner(nn.Module):
-    """CoOp's learnable context: [SOS] [ctx]*n_ctx [class tokens] . [EOT].
+    """CoOp's learnable context: [SOS] [ctx]*n_ctx [class tokens] . [EOT] (with class_template,
+    [SOS] [ctx]*n_ctx <the template with the class name> [EOT]; end position only).
 
     ctx is a float32 master copy ([n_ctx, d], or [n_cls, n_ctx, d] with csc); the class-name
     token embeddings are non-persistent buffers, so checkpoints never hold them and a prompt
@@ -173,10 +174,12 @@ class PromptLearner(nn.Module):
     checkpoint_ignored_keys = ("token_prefix", "token_suffix")
 
     def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False,
-                 class_token_position="end", truncate=True):
+                 class_token_position="end", truncate=True, class_template="{}."):
         super().__init__()
         if class_token_position not in self.POSITIONS:
             raise ValueError(f"class token position '{class_token_position}' not in {self.POSITIONS}")
+        if class_template != "{}." and class_token_position != "end":
+            raise ValueError("a class template (what follows the context) needs the class token position 'end'")
         n_cls = len(classnames)
         ctx_dim = clip_model.ln_final.weight.shape[0]
         embed = clip_model.token_embedding
@@ -199,7 +202,8 @@ class PromptLearner(nn.Module):
         self.class_token_position = class_token_position
         names = [c.replace("_", " ") for c in classnames]
         self.name_lens = [len(_tokenizer.encode(c)) for c in names]
-        tokenized = tokenize([f"{prompt_prefix} {c}." for c in names], truncate_to_eot=truncate).to(device)
+        tokenized = tokenize([f"{prompt_prefix} {class_template.format(c)}" for c in names],
+                             truncate_to_eot=truncate).to(device)
         with torch.no_grad():
             embedding = embed(tokenized)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)

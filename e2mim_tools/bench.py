@@ -52,7 +52,7 @@ RRCROP_SCALE = "(0.5, 1.0)"
 # The calibrated baselines, in the published HM order (e2mim_tools.published); E2MIM is run on
 # the bench, never used to calibrate it.
 BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
-BENCH_TRAINERS = BASELINES + ["E2MIM"]
+BENCH_TRAINERS = BASELINES + ["TCP", "E2MIM"]
 BENCH_TRAINERS += ["MMRL"]   # newer methods: run on the bench, not part of its calibration
 
 # Per-method departures from the rule, each chosen on base-class validation accuracy of the

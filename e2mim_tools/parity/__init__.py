@@ -38,11 +38,7 @@ Adding a method (the extension point)
 3. Run it and put its row in docs/PARITY.md; explain every difference beyond float rounding.
 A shim the published code needs belongs in ref_side.py, never in our trainers.
 """
-from e2mim_tools.parity import cocoop, ivlp, kgcoop, maple, prograd, promptsrc
+from e2mim_tools.parity import cocoop, ivlp, kgcoop, maple, mmrl, prograd, promptsrc, tcp
 
 METHODS = {"cocoop": cocoop, "prograd": prograd, "kgcoop": kgcoop, "ivlp": ivlp, "maple": maple,
-           "promptsrc": promptsrc}
-
-from e2mim_tools.parity import mmrl  # noqa: E402  (the 2024-2026 methods, one line each)
-
-METHODS["mmrl"] = mmrl
+           "promptsrc": promptsrc, "tcp": tcp, "mmrl": mmrl}
