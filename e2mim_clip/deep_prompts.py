@@ -13,6 +13,11 @@ ln_final, text_projection) and only change the token sequence between blocks:
   prompt learner, then the positional embedding is added); at the input of block k the
   positions 1 .. n are replaced by that layer's prompts.
 
+A layer's prompts may also start deeper (MMRL's representation tokens, from a middle layer
+on): when the sequence holds no prompt positions yet, the first layer's prompts are *added*
+(vision: after the last token; text: after SOS, so every EOT moves by their count) instead of
+replacing anything, and later layers replace them as above.
+
 This is the layout of the published MaPLe/IVLP/PromptSRC code. The text side keeps the
 EOT truncation of ``prompting.TextEncoder`` where it applies (a causal mask: deep prompts sit
 before every EOT, so positions after the longest EOT never reach a feature at any layer).
@@ -34,7 +39,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from e2mim_engine.checkpoint import PublishedFormat
-from e2mim_engine.errors import ConfigError
+from e2mim_engine.errors import ConfigError, DataError
 from e2mim_engine.utils import logger
 
 from . import fused
@@ -126,9 +131,11 @@ class DeepVisionEncoder(nn.Module):
         extra = torch.cat([rope.new_zeros(n, half), rope.new_ones(n, half)], dim=-1)
         return torch.cat([rope, extra], dim=0)
 
-    def forward(self, image, ctx=None, deep=()):
+    def forward(self, image, ctx=None, deep=(), prompt_outputs=False):
         """image [N, 3, H, W]; ctx [n, width] or None; deep[j] ([n, width] or None) replaces the
-        prompt positions at the input of block j + 1. Returns [N, embed_dim] (unnormalized)."""
+        prompt positions at the input of block j + 1 (or adds them, when there are none yet).
+        Returns [N, embed_dim] (unnormalized); with ``prompt_outputs`` also ln_post of the
+        prompt positions' last outputs [N, n, width]."""
         v = self.visual
         x, rope = self.embed(image)
         n = 0
@@ -143,22 +150,31 @@ class DeepVisionEncoder(nn.Module):
         seq_first = self._clip  # CLIP's blocks are sequence-first, open_clip's and timm's batch-first
         if seq_first:
             x = x.permute(1, 0, 2)  # [L, N, D]
-        rope = self._rope_with_prompts(rope, n)
+        rope0 = rope
+        rope = self._rope_with_prompts(rope0, n)
         for i, block in enumerate(blocks):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
-                if p.shape[0] != n:
-                    raise ValueError(f"layer {i} has {p.shape[0]} vision prompts, the input has {n}")
+                k = p.shape[0]
+                if n and k != n:
+                    raise ValueError(f"layer {i} has {k} vision prompts, the sequence has {n}")
                 if seq_first:
                     x = torch.cat([x[:x.shape[0] - n], _per_sample(p, x.shape[1], x.dtype)], dim=0)
                 else:
                     x = torch.cat([x[:, :x.shape[1] - n], _per_sample(p, x.shape[0], x.dtype).transpose(0, 1)], dim=1)
+                if k != n:  # prompts added where there were none (MMRL): the rotary table grows too
+                    n, rope = k, self._rope_with_prompts(rope0, k)
             x = block(x) if rope is None else block(x, rope=rope)
         if self._clip:
-            x = v.ln_post(x[0])
-            return x @ v.proj if v.proj is not None else x
+            feature = v.ln_post(x[0])
+            feature = feature @ v.proj if v.proj is not None else feature
+            return (feature, v.ln_post(x[x.shape[0] - n:].permute(1, 0, 2))) if prompt_outputs else feature
         if self.kind == "vit":
-            return fused.pool_vit(v, x, n)
+            feature = fused.pool_vit(v, x, n)
+            return (feature, v.ln_post(x[:, x.shape[1] - n:])) if prompt_outputs else feature
+        if prompt_outputs:
+            raise ConfigError("The prompt positions' outputs (MMRL's representation tokens) are read from CLIP's "
+                              "or open_clip's own ViT image towers; this model's image tower is a timm trunk.")
         x = v.trunk.norm(x[:, :x.shape[1] - n])  # the prompts never reach timm's pooling head
         return v.head(v.trunk.forward_head(x))
 
@@ -169,9 +185,12 @@ class DeepTextEncoder(TextEncoder):
 
     Same call as ``prompting.TextEncoder`` (so it also encodes fixed texts), plus ``deep``."""
 
-    def forward(self, prompts, tokenized_prompts, deep=()):
-        """prompts [n, L, d] (context after the start token); deep[j] ([n_ctx, d] or None)
-        replaces the context positions at the input of block j + 1."""
+    def forward(self, prompts, tokenized_prompts, deep=(), n_ctx=None):
+        """prompts [n, L, d] (context after the start token); deep[j] ([n_ctx, d], the same for
+        every sequence, or [n, n_ctx, d], one per sequence, or None) replaces the context positions
+        at the input of block j + 1. ``n_ctx``: the context positions the input holds (None: as
+        many as each deep prompt, the MaPLe/IVLP layout; 0: none, so the first deep prompt is
+        added after the start token and every pooled position moves by its length)."""
         t = self.towers
         L, s = prompts.shape[1], t.tokenizer.n_prefix
         x = prompts.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)
@@ -181,16 +200,35 @@ class DeepTextEncoder(TextEncoder):
         blocks = self.transformer.resblocks
         if len(deep) >= len(blocks):
             raise ValueError(f"{len(deep)} deep text prompts for {len(blocks)} layers")
+        n, added = n_ctx, 0
         for i, block in enumerate(blocks):
             p = deep[i - 1] if 0 < i <= len(deep) else None
             if p is not None:
-                n = p.shape[0]
-                if seq_first:
-                    x = torch.cat([x[:s], _per_sample(p, x.shape[1], x.dtype), x[s + n:]], dim=0)
+                k = p.shape[-2]
+                if p.dim() == 3:   # one per sequence [n, k, d]
+                    p = p.to(x.dtype).transpose(0, 1) if seq_first else p.to(x.dtype)
                 else:
-                    x = torch.cat([x[:, :s], _per_sample(p, x.shape[0], x.dtype).transpose(0, 1), x[:, s + n:]], dim=1)
+                    p = _per_sample(p, x.shape[1] if seq_first else x.shape[0], x.dtype)
+                    p = p if seq_first else p.transpose(0, 1)
+                keep = s if n == 0 else s + k   # n == 0: no context positions yet, the prompts are added
+                if n == 0:
+                    added = k
+                    self._check_length((x.shape[0] if seq_first else x.shape[1]) + k, block)
+                n = k
+                if seq_first:
+                    x = torch.cat([x[:s], p, x[keep:]], dim=0)
+                else:
+                    x = torch.cat([x[:, :s], p, x[:, keep:]], dim=1)
             x = self.run_stock_block(block, x)  # checkpointed when MODEL.TEXT_ENCODER.CHECKPOINT
-        return self.pool_and_project(x.permute(1, 0, 2) if seq_first else x, tokenized_prompts)
+        return self.pool_and_project(x.permute(1, 0, 2) if seq_first else x, tokenized_prompts, added)
+
+    @staticmethod
+    def _check_length(length, block):
+        mask = getattr(block, "attn_mask", None)
+        if mask is not None and length > mask.shape[-1]:
+            raise DataError(f"A prompt with its {length - mask.shape[-1]} added tokens is longer than CLIP's "
+                            f"text context of {mask.shape[-1]} tokens; shorten the longest class name or "
+                            f"template, or add fewer tokens.")
 
 
 def _init_prompts(count, n, width, device):
@@ -232,6 +270,7 @@ class DeepPromptLearner(nn.Module):
             init = nn.init.normal_(torch.empty(n_ctx, width, device=device), std=0.02)
             prompt_prefix = " ".join(["X"] * n_ctx)
         self.ctx = nn.Parameter(init)
+        self.build_input_coupling(shapes, device)
         self.text_deep = _init_prompts(max(text_depth - 1, 0), n_ctx, width, device)
         self.prompt_prefix, self.n_ctx, self.n_cls = prompt_prefix, n_ctx, len(classnames)
         self.text_depth = text_depth
@@ -244,6 +283,11 @@ class DeepPromptLearner(nn.Module):
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
         self.register_buffer("token_prefix", embedding[:, :start], persistent=False)          # SOS (if any)
         self.register_buffer("token_suffix", embedding[:, start + n_ctx:], persistent=False)  # rest, EOT
+
+    def build_input_coupling(self, shapes, device):
+        """Modules drawn between the input context and the deep prompts (MaPLe's input-layer
+        coupling): that is where the published code draws them, so the same seed gives the
+        same initial tensors. None by default."""
 
     def text_prompts(self):
         """(prompt embeddings [C, L, d], deep text prompts per layer 1..)."""
@@ -278,10 +322,14 @@ class MaPLePromptLearner(DeepPromptLearner):
     def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, key="N_CTX"):
         super().__init__(clip_model, classnames, n_ctx, ctx_init, depth, key)
         shapes = encoder_shapes(clip_model)
-        device = self.ctx.device
+        # The deep couplings start as copies of ONE layer drawn after the deep prompts (equal
+        # to each other, not to the input coupling), as the published code draws them; it
+        # draws that layer even when there are no deep layers.
+        deep = nn.Linear(shapes["text_width"], shapes["vision_width"]).to(self.ctx.device)
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(deep) for _ in range(depth - 1)])
+
+    def build_input_coupling(self, shapes, device):
         self.proj = nn.Linear(shapes["text_width"], shapes["vision_width"]).to(device)
-        # One initialisation cloned per layer, as the published code does.
-        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(self.proj) for _ in range(depth - 1)])
 
     def vision_prompts(self):
         deep = [f(p) for f, p in zip(self.compound_prompt_projections, self.text_deep)]

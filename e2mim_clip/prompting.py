@@ -93,10 +93,13 @@ class TextEncoder(nn.Module):
             return fused.checkpoint(self.towers.run_block, block, x, use_reentrant=False)
         return self.towers.run_block(block, x)
 
-    def pool_and_project(self, x, tokenized_prompts):
+    def pool_and_project(self, x, tokenized_prompts, added=0):
         """Batch-first block outputs [n, L, d] -> the text features [n, D]: the pooled row (EOT,
-        or the last position), the final norm (on n rows instead of n * L), the projection."""
+        or the last position), the final norm (on n rows instead of n * L), the projection.
+        ``added``: tokens inserted after the start token since tokenizing (they move EOT)."""
         idx = self.towers.pooled_index(tokenized_prompts, x.shape[1])
+        if added and self.towers.pool in ("argmax", "eos"):
+            idx = idx + added
         x = x[torch.arange(x.shape[0], device=x.device), idx]
         return self.towers.project(self.ln_final(x).type(self.dtype))
 
@@ -190,7 +193,8 @@ def check_context(t, prompt_prefix, n_ctx):
 
 class PromptLearner(nn.Module):
     """CoOp's learnable context: [SOS] [ctx]*n_ctx [class tokens] . [EOT] (no SOS where the
-    model's tokenizer has none, SigLIP's).
+    model's tokenizer has none, SigLIP's; with class_template, [SOS] [ctx]*n_ctx <the template
+    with the class name> [EOT]; end position only).
 
     ctx is a float32 master copy ([n_ctx, d], or [n_cls, n_ctx, d] with csc); the class-name
     token embeddings are non-persistent buffers, so checkpoints never hold them and a prompt
@@ -203,10 +207,12 @@ class PromptLearner(nn.Module):
     checkpoint_ignored_keys = ("token_prefix", "token_suffix")
 
     def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False,
-                 class_token_position="end", truncate=True):
+                 class_token_position="end", truncate=True, class_template="{}."):
         super().__init__()
         if class_token_position not in self.POSITIONS:
             raise ValueError(f"class token position '{class_token_position}' not in {self.POSITIONS}")
+        if class_template != "{}." and class_token_position != "end":
+            raise ValueError("a class template (what follows the context) needs the class token position 'end'")
         n_cls = len(classnames)
         t = towers(clip_model)
         ctx_dim, embed, start = t.width, t.token_embedding, t.tokenizer.n_prefix
@@ -229,7 +235,7 @@ class PromptLearner(nn.Module):
         names = [c.replace("_", " ") for c in classnames]
         self.name_lens = [len(t.tokenizer.encode(c)) for c in names]
         check_context(t, prompt_prefix, n_ctx)
-        tokenized = t.tokenize([f"{prompt_prefix} {c}." for c in names], truncate).to(device)
+        tokenized = t.tokenize([f"{prompt_prefix} {class_template.format(c)}" for c in names], truncate).to(device)
         with torch.no_grad():
             embedding = embed(tokenized)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)

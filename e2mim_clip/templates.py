@@ -2,7 +2,8 @@
 
 Each dataset class declares its own CoOp template (``template``, CoOp's CUSTOM_TEMPLATES
 entry); a named set lists only where it departs from those. "coop" is CoOp's zero-shot set
-itself; "kgcoop" differs only for DTD; "prograd" for Pets, Flowers, Aircraft, DTD and Food. Other repositories change DTD, Pets, Flowers and
+itself; "kgcoop" differs only for DTD; "tcp" for DTD and Aircraft; "prograd" for Pets, Flowers,
+Aircraft, DTD and Food. Other repositories change DTD, Pets, Flowers and
 Food, which silently moves "zero-shot CLIP".
 """
 from e2mim_engine.errors import ConfigError
@@ -11,6 +12,9 @@ from e2mim_engine.errors import ConfigError
 TEMPLATE_SETS = {
     "coop": {},
     "kgcoop": {"DescribableTextures": "a photo of a {}, a type of texture."},
+    # TCP's hand-crafted view (its CUSTOM_TEMPLATES_ori): KgCoOp's DTD, and its own aircraft wording.
+    "tcp": {"DescribableTextures": "a photo of a {}, a type of texture.",
+            "FGVCAircraft": "a photo of an aircraft {}."},
     # ProGrad's prompts put the class name last, so that their words can initialise the context.
     "prograd": {
         "OxfordPets": "a type of pet, a photo of a {}.",

@@ -44,6 +44,10 @@ class Checkpointer:
         self.published = published  # checkpoint.PublishedFormat of the method's published trainer
         self.cross_eval = []        # identity differences load() accepted (allow_cross): for results.json
         self.classnames = list(classnames) if classnames is not None else None
+        # what load() read per model: {"identity", "classnames"} of the file (None for a file
+        # of the published code): a method whose inference depends on the classes it was
+        # trained on reads it (MMRL)
+        self.loaded = {}
 
     @property
     def names(self):
@@ -198,6 +202,7 @@ class Checkpointer:
                             f"identity, so trainer and backbone cannot be checked): {len(state)} of its tensors "
                             f"are {name}'s")
             logger.info(f'Loading weights to {name} from "{path}" (epoch = {ckpt.get("epoch")})')
+            self.loaded[name] = {"identity": ckpt.get("identity"), "classnames": ckpt.get("classnames")}
             self.load_state(name, state, path, optional)
             if isinstance(ckpt.get("epoch"), int):
                 loaded = ckpt["epoch"]

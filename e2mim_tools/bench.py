@@ -38,6 +38,7 @@ from .sweep.spec import read_yaml, repo_configs
 BENCH_DATASET = "compworld_bench"
 BENCH_CFG = "compworld_bench"          # configs/trainers/<T>/compworld_bench.yaml
 BENCH_SWEEP = "bench.yaml"              # configs/sweeps/bench.yaml
+NEWER_SWEEP = "bench_newer.yaml"        # configs/sweeps/bench_newer.yaml: the newer methods, beside the bench
 SELECT_SWEEP = "e2mim_select.yaml"      # configs/sweeps/e2mim_select.yaml: E2MIM's candidates
 BACKBONE = "compworld-tiny"
 # The tiny CLIP's towers (e2mim_tools.tiny_clip.DEFAULTS) against ViT-B/16's 12 layers each.
@@ -66,10 +67,12 @@ RRCROP_SCALE = "(0.5, 1.0)"
 # The calibrated baselines, in the published HM order (e2mim_tools.published); E2MIM is run on
 # the bench, never used to calibrate it.
 BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
-# Methods run on the bench beside them, not used to calibrate it: DePT over four bases (issue 22).
+# Methods run on the bench beside them, never used to calibrate it (configs/sweeps/bench_newer.yaml,
+# `e2mim-bench run --newer`): TCP, MMRL and DePT over four bases.
 DEPT_TRAINERS = ["ExtrasLinearProbeCoOp", "ExtrasLinearProbeCoCoOp", "ExtrasLinearProbeKgCoOp",
                  "ExtrasLinearProbeMaPLe"]
-BENCH_TRAINERS = BASELINES + ["E2MIM"] + DEPT_TRAINERS
+NEWER_TRAINERS = ["TCP", "MMRL"] + DEPT_TRAINERS
+BENCH_TRAINERS = BASELINES + ["E2MIM"]
 
 # Per-method departures from the rule beyond the learning-rate factor, each chosen on base-class
 # validation accuracy and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.
@@ -92,6 +95,8 @@ A bench recipe is the method's published base-to-new recipe (the methods table's
 3. every prompt depth d (of ViT-B/16's 12 layers) scaled to the tiny CLIP's towers,
    max(1, round(d * L / 12)) with L = 4 vision layers, 3 text layers, and the smaller of the two
    for a depth that prompts both towers (MaPLe's PROMPT_DEPTH);
+   likewise every layer number l of a list that enters both towers (MMRL's REP_LAYERS, from 1):
+   max(2, round(l * L / 12)) with L the smaller tower, repeats dropped;
 4. INPUT.RRCROP_SCALE (0.5, 1.0) where random_resized_crop is used: the object covers a fifth of
    a 64-pixel image and Dassl's default (0.08, 1.0) would often crop it out;
 5. OPTIM.LR times the method's factor: 3 unless base-class validation accuracy chose 1 or 10 by
@@ -107,6 +112,14 @@ _DEPTH_KEYS = {"PROMPT_DEPTH_VISION": VISION_LAYERS, "PROMPT_DEPTH_TEXT": TEXT_L
 
 def scaled_depth(depth, layers):
     return max(1, int(math.floor(depth * layers / PUBLISHED_LAYERS + 0.5)))
+
+
+_LAYER_LIST_KEYS = {"REP_LAYERS": min(VISION_LAYERS, TEXT_LAYERS)}
+
+
+def scaled_layers(layers, tower):
+    """Layer numbers (from 1; layer 1 takes no added tokens) scaled to a tower of ``tower`` layers."""
+    return sorted({max(2, scaled_depth(l, tower)) for l in layers})
 
 
 def published_cfg(trainer):
@@ -150,6 +163,9 @@ def bench_recipe(trainer, configs=None, selection=True):
         for key, layers in _DEPTH_KEYS.items():
             if key in node:
                 node[key] = scaled_depth(node[key], layers)
+        for key, layers in _LAYER_LIST_KEYS.items():
+            if key in node:
+                node[key] = scaled_layers(node[key], layers)
     choices = dict(PER_METHOD_CHOICES.get(trainer, {}))
     if trainer == "E2MIM" and selection:
         chosen = read_selection(selection_path(configs))
@@ -268,7 +284,7 @@ CANDIDATES_CFG = "compworld_bench_candidates"   # E2MIM's recipe before the sele
 
 def recipe_files():
     """(trainer, cfg name, with the selection) of every recipe the rule writes."""
-    return [(t, BENCH_CFG, True) for t in BENCH_TRAINERS] + [("E2MIM", CANDIDATES_CFG, False)]
+    return [(t, BENCH_CFG, True) for t in BENCH_TRAINERS + NEWER_TRAINERS] + [("E2MIM", CANDIDATES_CFG, False)]
 
 
 def recipe_text(trainer, configs=None, selection=True):
@@ -444,10 +460,10 @@ def report(output, sweep=None, trainers=BENCH_TRAINERS, seeds=None):
 # ------------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------------
-def _sweep(data, output, seeds):
+def _sweep(data, output, seeds, name=BENCH_SWEEP):
     from .sweep.spec import load
     over = {"data": data, "output": output, "seeds": seeds}
-    return load(os.path.join(repo_configs(), "sweeps", BENCH_SWEEP), over)
+    return load(os.path.join(repo_configs(), "sweeps", name), over)
 
 
 def select(data, output=None, write=True, log=print):
@@ -487,6 +503,8 @@ def main(argv=None):
         p.add_argument("--data", default="data", help="data root (the world is generated there)")
         p.add_argument("--output", default=None, help="output root (default: the sweep file's)")
         p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the sweep file's")
+        p.add_argument("--newer", action="store_true",
+                       help="the newer methods' sweep (" + NEWER_SWEEP + ": " + ", ".join(NEWER_TRAINERS) + ")")
         if name == "run":
             p.add_argument("--slots", type=int, default=2, help="runs at a time (default 2: one per core)")
     p = sub.add_parser("select", help="choose E2MIM's configuration by the preregistered rule "
@@ -554,19 +572,20 @@ def main(argv=None):
         return 1 if bad else 0
     if a.cmd == "select":
         return select(a.data, a.output)
-    sw = _sweep(a.data, a.output, a.seeds)
+    name = NEWER_SWEEP if a.newer else BENCH_SWEEP
+    sw = _sweep(a.data, a.output, a.seeds, name)
     if a.cmd == "run":
         from .sweep.cli import main as sweep_main
         from .tiny_clip import build
         build(BACKBONE, log=lambda m: print(m, flush=True))
-        args = ["run", os.path.join(repo_configs(), "sweeps", BENCH_SWEEP), "--data", a.data,
+        args = ["run", os.path.join(repo_configs(), "sweeps", name), "--data", a.data,
                 "--slots", str(a.slots), "--no-report"]
         if a.output:
             args += ["--output", a.output]
         if a.seeds:
             args += ["--seeds"] + [str(s) for s in a.seeds]
         sweep_main(args)
-    text, rows, checks = report(sw.output, sw, BENCH_TRAINERS, sw.seeds)
+    text, rows, checks = report(sw.output, None if a.newer else sw, BENCH_TRAINERS + NEWER_TRAINERS, sw.seeds)
     print(text)
     return 0 if all(ok for _, ok, _ in checks) else 1
 

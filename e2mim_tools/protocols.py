@@ -84,6 +84,12 @@ METHODS = [
     # PromptSRC (Khattak et al., ICCV 2023): IVLP 4+4, depth 9, L1/KL self-regulation, Gaussian aggregation.
     Method("promptsrc", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
            "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot", False),
+    # TCP (Yao et al., CVPR 2024): KgCoOp + class-aware tokens from the hand-crafted class features at
+    # text layer 8; N_CTX 4, random init, Adam (eps 1e-3), 50 epochs. The authors ship one yaml (base-to-new).
+    Method("tcp", "TCP", "vit_b16_ep100_ctxv1", "vit_b16_ep100_ctxv1", "vit_b16_ep100_ctxv1", False),
+    # MMRL (Guo & Gu, CVPR 2025): 5 representation tokens in layers 6-12, 10 epochs (few-shot 50,
+    # cross-dataset 1); the authors run ImageNet with vit_b16_imagenet (5 epochs): CFG=vit_b16_imagenet.
+    Method("mmrl", "MMRL", "vit_b16", "vit_b16_cross_datasets", "vit_b16_few_shot", False),
     # E2MIM (ours; docs/METHOD.md): one cfg per protocol.
     Method("e2mim", "E2MIM", "vit_b16_base2new", "vit_b16_cross_dataset", "vit_b16_fewshot", False),
     # DePT (Zhang et al., CVPR 2024) over CoOp, CoCoOp, KgCoOp, MaPLe: the CAT head, 10 epochs;

@@ -253,6 +253,30 @@ def test_maple_vision_prompts_are_the_coupled_text_prompts(tiny):
     assert len(MaPLePromptLearner(tiny, CLASSES, 2, "a photo of a", 1).compound_prompt_projections) == 0
 
 
+@pytest.mark.parametrize("n_ctx, ctx_init", [(2, "a photo of a"), (6, "")])
+def test_maple_initial_tensors_are_drawn_as_the_published_code_draws_them(tiny, n_ctx, ctx_init):
+    """The published MaPLe draws (random context,) the input coupling, the deep text prompts,
+    then ONE layer that every deep coupling copies: the deep couplings equal each other, not
+    the input coupling, and the same seed gives the same tensors."""
+    tw, vw = tiny.ln_final.weight.shape[0], tiny.visual.conv1.weight.shape[0]
+    torch.manual_seed(5)
+    pl = MaPLePromptLearner(tiny, CLASSES, n_ctx, ctx_init, 3)
+    torch.manual_seed(5)
+    ctx = torch.nn.init.normal_(torch.empty(n_ctx, tw), std=0.02) if not ctx_init else pl.ctx
+    proj = torch.nn.Linear(tw, vw)
+    deep_text = [torch.nn.init.normal_(torch.empty(n_ctx, tw), std=0.02) for _ in range(2)]
+    single = torch.nn.Linear(tw, vw)
+    torch.testing.assert_close(pl.ctx.data, ctx, rtol=0, atol=0)
+    torch.testing.assert_close(pl.proj.state_dict(), proj.state_dict(), rtol=0, atol=0)
+    for p, q in zip(pl.text_deep, deep_text):
+        torch.testing.assert_close(p.data, q, rtol=0, atol=0)
+    for f in pl.compound_prompt_projections:
+        torch.testing.assert_close(f.state_dict(), single.state_dict(), rtol=0, atol=0)
+    assert not torch.equal(pl.compound_prompt_projections[0].weight, pl.proj.weight)
+    a, b = pl.compound_prompt_projections  # copies, not one shared module
+    assert a.weight.data_ptr() != b.weight.data_ptr()
+
+
 def test_depth_errors_and_clamping(demo_root, tmp_path):
     with pytest.raises(ConfigError, match="PROMPT_DEPTH_TEXT must be an integer >= 1"):
         build("IVLP", demo_root, tmp_path / "b", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", 0)

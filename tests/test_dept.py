@@ -284,7 +284,7 @@ def test_reported_rows_and_bench_recipes():
     for trainer in BASES:
         r = rows[trainer]
         assert r.hm == pytest.approx(2 * r.base * r.new / (r.base + r.new), abs=0.006) and "DePT" in r.source
-        assert trainer in bench.BENCH_TRAINERS
+        assert trainer in bench.NEWER_TRAINERS
     recipe = bench.bench_recipe("ExtrasLinearProbeKgCoOp")
     assert recipe["TRAINER"]["KGCOOP"]["PREC"] == "fp32" and recipe["TRAINER"]["KGCOOP"]["W"] == 2.0
     assert recipe["OPTIM"]["LR"] == pytest.approx(0.0035 * bench.LR_SCALE) and recipe["OPTIM"]["MAX_EPOCH"] == 10

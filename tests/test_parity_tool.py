@@ -60,3 +60,15 @@ def test_table():
     lines = table([rec, {"case": "x", "error": "exit 1; log\nmore"}]).splitlines()
     assert lines[2] == "| maple_nohalf (vs ours of maple) | 15/15 | 1.1e-06 | 2.0e-06 | True | — | — |"
     assert lines[3].startswith("| x | failed: exit 1; log |")
+
+
+def test_cli_refuses_odd_opts_and_unknown_cases(capsys):
+    import pytest
+
+    from e2mim_tools.parity.cli import main
+    with pytest.raises(SystemExit):
+        main(["maple", "--checkout", "/nonexistent", "--opts", "TRAINER.MAPLE.PROMPT_DEPTH"])
+    assert "KEY VALUE pairs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["maple", "--checkout", "/nonexistent", "--case", "nope"])
+    assert "maple, maple_nohalf" in capsys.readouterr().err

@@ -4,8 +4,10 @@ Language prompts at the input of the first PROMPT_DEPTH text layers; the vision 
 the same layers are not free parameters but linear maps of them (one coupling per layer,
 text width -> vision width, read from the model), so the two branches learn together. The
 input context is initialised from the first N_CTX tokens of CTX_INIT (the rest of CTX_INIT
-stays as fixed words); deeper prompts from N(0, 0.02). Loss: CE on scale * v . t. Only the
-prompts and couplings are learned and checkpointed ("prompt_learner").
+stays as fixed words); deeper prompts from N(0, 0.02); the deep couplings start as copies of
+one separately drawn layer (equal to each other, not to the input-layer coupling), drawn in the
+published order, so a seed gives the published initial tensors. Loss: CE on scale * v . t. Only
+the prompts and couplings are learned and checkpointed ("prompt_learner").
 
 Config keys (the published names and defaults): TRAINER.MAPLE.{N_CTX=2,
 CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9}; PROMPT_DEPTH 1 is shallow MaPLe; a

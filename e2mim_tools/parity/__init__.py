@@ -29,7 +29,8 @@ Adding a method (the extension point)
    ("b16w3" when the published code hard-codes ViT-B/16 widths), ``shims`` the published code
    needs (``cuda_shim``, ``float_modules``, ``nohalf_attrs``: ref_side.py), ``rename`` rules for
    learnable tensors whose published names our trainer's PublishedFormat does not map, and
-   ``loss_key`` when the published code logs its total loss under another name. A diagnosis
+   ``loss_key`` when the published code logs its total loss under another name, ``ref_opts`` for
+   KEY VALUE pairs only the published train.py takes (MMRL's TASK). A diagnosis
    case (``of=`` the case it diagnoses, ``diagnosis={"no_half": True}`` or ``{"cuda_float":
    True}``) reruns only the published side with one precision quirk neutralised and is compared
    with that case's run of ours.
@@ -37,7 +38,7 @@ Adding a method (the extension point)
 3. Run it and put its row in docs/PARITY.md; explain every difference beyond float rounding.
 A shim the published code needs belongs in ref_side.py, never in our trainers.
 """
-from e2mim_tools.parity import cocoop, dept, ivlp, kgcoop, maple, prograd, promptsrc
+from e2mim_tools.parity import cocoop, dept, ivlp, kgcoop, maple, mmrl, prograd, promptsrc, tcp
 
 METHODS = {"cocoop": cocoop, "prograd": prograd, "kgcoop": kgcoop, "ivlp": ivlp, "maple": maple,
-           "promptsrc": promptsrc, "dept": dept}
+           "promptsrc": promptsrc, "tcp": tcp, "dept": dept, "mmrl": mmrl}

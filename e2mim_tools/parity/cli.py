@@ -1,5 +1,6 @@
 """The ``e2mim-parity`` command (the package docstring says what it does)."""
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,9 +22,16 @@ def main(argv=None):
     p.add_argument("--out", default="/tmp/e2mim-parity", help="work folder (fixture reused, runs replaced)")
     p.add_argument("--case", action="append", default=[], help="run only these cases (repeatable)")
     p.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis cases")
+    p.add_argument("--own-init", action="store_true", help="our runs keep the initial tensors they drew "
+                   "instead of loading the published ones (checks our initialisation and its draw order)")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="more KEY VALUE pairs for both sides of every case (after the case's own)")
     a = p.parse_args(argv)
+    if len(a.opts) % 2:
+        p.error(f"--opts takes KEY VALUE pairs; got {len(a.opts)} words")
     module = METHODS[a.method]
-    cases = [c for c in module.CASES if (not a.case or c.name in a.case) and not (a.no_diagnosis and c.of)]
+    cases = [dataclasses.replace(c, opts=c.opts + tuple(a.opts)) for c in module.CASES
+             if (not a.case or c.name in a.case) and not (a.no_diagnosis and c.of)]
     if not cases:
         p.error(f"no case of {a.method} selected; its cases: {', '.join(c.name for c in module.CASES)}")
     checkout, out = os.path.abspath(a.checkout), os.path.abspath(a.out)
@@ -32,7 +40,9 @@ def main(argv=None):
     for case in cases:
         print(f"[{case.name}] running ({module.CHECKOUT})", flush=True)
         try:
-            rec = run_case(case, checkout, out, a.ref_python, os.path.abspath(a.dassl) if a.dassl else "")
+            rec = run_case(case, checkout, out, a.ref_python, os.path.abspath(a.dassl) if a.dassl else "", a.own_init)
+            rec["init"] = "own" if a.own_init else "published"
+            rec["extra_opts"] = a.opts
         except RuntimeError as e:
             rec, failed = {"case": case.name, "error": str(e)}, True
             print(str(e), file=sys.stderr)

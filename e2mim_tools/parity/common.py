@@ -23,9 +23,12 @@ DATASET_CONFIG = "configs/datasets/caltech101.yaml"  # both codes ship this file
 # Random OpenAI-format CLIPs (fp16 state dicts, as OpenAI's files): embed_dim, image_resolution,
 # vision_layers, vision_width, vision_patch_size, context_length, vocab_size, transformer_width,
 # transformer_heads, transformer_layers. "b16w3" has ViT-B/16's widths (text 512, vision 768),
-# which some published code hard-codes, with 3 layers per tower.
+# which some published code hard-codes, with 3 layers per tower; "t9" a tiny image tower and a
+# text tower of width 512 with 9 layers (TCP inserts its class-aware tokens at text layer 8 and
+# hard-codes width 512).
 ARCHS = {"tiny": (128, 224, 2, 128, 16, 77, 49408, 128, 2, 2),
-         "b16w3": (512, 224, 3, 768, 16, 77, 49408, 512, 8, 3)}
+         "b16w3": (512, 224, 3, 768, 16, 77, 49408, 512, 8, 3),
+         "t9": (128, 224, 2, 128, 32, 77, 49408, 512, 8, 9)}
 CLASSES = ["accordion", "airplanes", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain"]
 SPLIT = {"train": range(0, 12), "val": range(12, 16), "test": range(16, 24)}  # image indices per class
 
@@ -37,6 +40,7 @@ class Case:
     trainer: str                # the published --trainer
     config: str                 # the published config file, relative to `code` (both runs read it)
     opts: Tuple[str, ...] = ()  # KEY VALUE pairs of both runs (precision fp32, shots, batch size)
+    ref_opts: Tuple[str, ...] = ()  # KEY VALUE pairs of the published run only (keys ours does not have)
     ours: str = ""              # our --trainer (default: trainer)
     code: str = ""              # folder of the checkout holding the published train.py
     dassl: str = ""             # folder of the checkout holding a bundled Dassl (else --dassl / installed)
@@ -132,7 +136,7 @@ def train_and_eval(side, case, paths, settings, cmd, cwd, pythonpath=()):
               "--dataset-config-file", DATASET_CONFIG, "--config-file", paths["config"]]
     if side == "ours":
         common += ["--backbone", paths["ckpt"]]
-    opts = list(DETERMINISTIC) + list(case.opts)
+    opts = list(DETERMINISTIC) + list(case.opts) + (list(case.ref_opts) if side == "ref" else [])
     train = dict(settings, loss_log=os.path.join(d, "loss.jsonl"), eval_log=os.path.join(d, "base.pt"))
     run_logged(cmd + common + ["--output-dir", os.path.join(d, "train")] + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
                side_env(train, pythonpath), cwd, os.path.join(d, "train.log"))
@@ -143,8 +147,10 @@ def train_and_eval(side, case, paths, settings, cmd, cwd, pythonpath=()):
                side_env(evaluate, pythonpath), cwd, os.path.join(d, "new.log"))
 
 
-def run_case(case, checkout, out, ref_python, dassl=""):
-    """Both sides of a case (a diagnosis case: the published side only), then compare()."""
+def run_case(case, checkout, out, ref_python, dassl="", own_init=False):
+    """Both sides of a case (a diagnosis case: the published side only), then compare().
+    own_init: our run keeps the initial tensors it drew (a check of our initialisation: with
+    the same draws in the same order it matches the published run without loading them)."""
     ckpt, images = fixture(out, case.arch)
     code = os.path.join(checkout, case.code)
     config = os.path.join(code, case.config)
@@ -165,7 +171,7 @@ def run_case(case, checkout, out, ref_python, dassl=""):
         ours_paths = dict(ref_paths, run=os.path.join(base, "ours"))
         ours_settings = dict(trainer=case.our_trainer, rename=list(case.rename),
                              init_dump=os.path.join(base, "init_ours.pt"),
-                             init_load=os.path.join(base, "init_ref.pt"))
+                             init_load="" if own_init else os.path.join(base, "init_ref.pt"))
         train_and_eval("ours", case, ours_paths, ours_settings, [sys.executable, "-m", "e2mim_tools.parity.ours_side"],
                        ROOT)
     return compare_runs(case, base, os.path.join(out, case.of or case.name))

@@ -10,12 +10,15 @@ Shims (what current torch or a CPU machine needs; none changes the math):
   - LRScheduler.__init__ accepts Dassl's removed ``verbose`` argument;
   - torch.load defaults to weights_only=False (the pre-2.6 default: Dassl's checkpoints pickle
     its scheduler, and the new-class evaluation loads them);
-  - clip._download returns the fixture checkpoint (the checkout's own clip package; with
-    clip_packages, every copy of it the checkout ships, e.g. DePT's clip_maple);
+  - clip._download returns the fixture checkpoint (the checkout's own clip package, the other
+    copies named in download_modules, e.g. TCP's trainers.clip_text.clip, and with clip_packages
+    every copy of the package the checkout ships, e.g. DePT's clip_maple);
   - cuda_shim: Module.cuda()/Tensor.cuda() are no-ops (code that calls .cuda() unconditionally);
   - float_modules: submodules cast to fp32 after build_model (a learnable module the published
     code leaves in fp16 even at PREC fp32, which F.linear cannot mix with fp32 inputs);
-  - nohalf_attrs: tensor attributes (and tensors computed from them) whose .half() is a no-op.
+  - nohalf_attrs: tensor attributes (and tensors computed from them) whose .half() is a no-op;
+  - adam_eps: torch.optim.Adam's default eps (TCP's README has users edit Dassl's optimizer to
+    pass eps=1e-3; this makes the installed Dassl do what the edited one does).
 Diagnosis switches (not parity settings; they neutralise a published precision quirk to show
 it is the whole difference): no_half (Tensor.half() is a no-op everywhere), cuda_float
 (modules moved with .cuda() are also cast to fp32).
@@ -58,8 +61,17 @@ def install_shims(spec):
         torch.Tensor.cuda = lambda self, *a, **k: self
     if spec.get("no_half"):
         torch.Tensor.half = lambda self, *a, **k: self
-    for package in spec.get("clip_packages", ["clip"]):  # the checkout's copies of the clip package
-        importlib.import_module(f"{package}.clip")._download = lambda url, root=None, *a, **k: spec["ckpt"]
+    if spec.get("adam_eps"):
+        adam_init = torch.optim.Adam.__init__
+
+        def adam_with_eps(self, params, *args, **kwargs):
+            kwargs.setdefault("eps", spec["adam_eps"])
+            adam_init(self, params, *args, **kwargs)
+
+        torch.optim.Adam.__init__ = adam_with_eps
+    modules = [f"{p}.clip" for p in spec.get("clip_packages", ["clip"])] + spec.get("download_modules", [])
+    for name in modules:  # the checkout's copies of the clip package
+        importlib.import_module(name)._download = lambda url, root=None, *a, **k: spec["ckpt"]
 
 
 def precision_shims(spec):

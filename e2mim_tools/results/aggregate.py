@@ -165,7 +165,8 @@ def base2new_table(runs, seeds, datasets=None, ddof=0, partial=False, reported=T
              f"{_seeds(seeds)}), HM of those averages."]
     if show_reported:
         notes.append("(reported): published averages over the 11 datasets, ViT-B/16 (" +
-                     "; ".join(f"{r.name}: {r.source}" for r in REPORTED_BASE2NEW) + ").")
+                     "; ".join(f"{r.name}: {r.source}" + (f", {r.note}" if r.note else "")
+                               for r in REPORTED_BASE2NEW) + ").")
     elif reported:
         notes.append(f"Published averages left out: they are over the 11 benchmark datasets, and these runs "
                      f"are on {', '.join(display_name(d) for d in others)}.")
