@@ -50,6 +50,7 @@ from yacs.config import CfgNode as CN
 from e2mim_clip.deep_prompts import DeepPromptCLIP, DeepPromptTrainer, encoder_shapes
 from e2mim_clip.prompting import tokenize
 from e2mim_clip.templates import dataset_template
+from e2mim_clip.towers import towers
 from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
@@ -109,8 +110,8 @@ class RepresentationLearner(nn.Module):
         super().__init__()
         shapes = encoder_shapes(clip_model)
         rep_layers = usable_layers(rep_layers, min(shapes["vision_layers"], shapes["text_layers"]))
-        device = clip_model.token_embedding.weight.device
-        embed_dim = clip_model.text_projection.shape[1]
+        t = towers(clip_model)
+        device, embed_dim = t.token_embedding.weight.device, t.embed_dim
         width = shapes["vision_width"]
         self.proj_rep = nn.Parameter(width ** -0.5 * torch.randn(width, embed_dim, device=device))
         self.compound_rep_tokens = nn.Parameter(nn.init.normal_(torch.empty(n_tokens, rep_dim, device=device),
@@ -122,9 +123,9 @@ class RepresentationLearner(nn.Module):
         self.rep_layers = list(rep_layers)
         names = [c.replace("_", " ") for c in classnames]
         self.template = template
-        tokenized = tokenize([template.format(c) for c in names]).to(device)
+        tokenized = tokenize([template.format(c) for c in names], model=clip_model).to(device)
         with torch.no_grad():
-            embedding = clip_model.token_embedding(tokenized)
+            embedding = t.token_embedding(tokenized)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
         self.register_buffer("prompt_embeddings", embedding, persistent=False)
 

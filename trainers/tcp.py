@@ -49,6 +49,7 @@ from e2mim_clip.prompt_trainer import (PUBLISHED_PROMPT_LEARNER, PromptTrainer, 
                                        read_published_coop_keys)
 from e2mim_clip.prompting import PromptCLIP, PromptLearner, cosine_consistency
 from e2mim_clip.templates import TEMPLATE_SETS
+from e2mim_clip.towers import towers
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import AT_LEAST_0, config_node, option
@@ -84,7 +85,7 @@ class TCPPromptLearner(PromptLearner):
 
     def __init__(self, clip_model, classnames, n_ctx, ctx_init, class_template):
         super().__init__(clip_model, classnames, n_ctx=n_ctx, ctx_init=ctx_init, class_template=class_template)
-        dim, width = clip_model.visual.output_dim, self.ctx.shape[-1]
+        dim, width = towers(clip_model).embed_dim, self.ctx.shape[-1]
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(dim, dim // 4)),
             ("relu", QuickGELU()),  # the published name of this slot
@@ -152,7 +153,7 @@ class TCP(PromptTrainer):
 
     def build_model(self):
         clip_model = self.build_clip()
-        layer, last = self.hparams.class_layer, len(clip_model.transformer.resblocks) - 1
+        layer, last = self.hparams.class_layer, len(towers(clip_model).blocks) - 1
         if last < 1:
             raise ConfigError("TCP inserts its class-aware tokens at the input of a text block after the first; "
                               "this backbone's text encoder has one block.")
