@@ -495,6 +495,30 @@ def select(data, output=None, write=True, log=print):
     return 0
 
 
+def write_or_check(files, write, check, ok, not_ok, end="\n"):
+    """Generated files [(path, text)]: write them, check the shipped ones equal them (exit code
+    1 and the paths that differ), or print them. Returns the exit code."""
+    bad = []
+    for path, text in files:
+        if write:
+            with open(path, "w") as f:
+                f.write(text)
+            print(f"wrote {path}")
+        elif check:
+            try:
+                with open(path) as f:
+                    same = f.read() == text
+            except OSError:
+                same = False
+            if not same:
+                bad.append(path)
+        else:
+            print(f"# ---- {path}\n{text}", end=end)
+    if check:
+        print("\n".join(f"{not_ok}: {p}" for p in bad) or ok)
+    return 1 if bad else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="e2mim-bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -526,50 +550,17 @@ def main(argv=None):
     p.add_argument("--output", default=None, help="output root (default: the sweep file's)")
     a = ap.parse_args(argv)
     if a.cmd == "lr-sweep":
-        bad = []
-        for name in LR_SWEEPS:
-            path, text = os.path.join(repo_configs(), "sweeps", name), lr_sweep_text(name)
-            if a.write:
-                with open(path, "w") as f:
-                    f.write(text)
-                print(f"wrote {path}")
-            elif a.check:
-                try:
-                    with open(path) as f:
-                        same = f.read() == text
-                except OSError:
-                    same = False
-                if not same:
-                    bad.append(path)
-            else:
-                print(f"# ---- {path}\n{text}", end="")
-        if a.check:
-            print("\n".join(f"not the rule's output: {p}" for p in bad) or "the learning-rate sweeps follow the rule")
-        return 1 if bad else 0
+        files = [(os.path.join(repo_configs(), "sweeps", n), lr_sweep_text(n)) for n in LR_SWEEPS]
+        return write_or_check(files, a.write, a.check, "the learning-rate sweeps follow the rule",
+                              "not the rule's output", end="")
     if a.cmd == "choose-lr":
         return select_lr(a.sweep, a.data, a.output)
     if a.cmd == "recipes":
-        bad = []
-        for t, cfg, with_selection in recipe_files():
-            text, path = recipe_text(t, selection=with_selection), recipe_path(t, cfg=cfg)
-            if a.write:
-                with open(path, "w") as f:
-                    f.write(text)
-                print(f"wrote {path}")
-            elif a.check:
-                try:
-                    with open(path) as f:
-                        same = f.read() == text
-                except OSError:
-                    same = False
-                if not same:
-                    bad.append(path)
-            else:
-                print(f"# ---- {path}\n{text}")
-        if a.check:
-            print("\n".join(f"not the scaling rule's output: {p}" for p in bad) or "every bench recipe follows the rule")
+        files = [(recipe_path(t, cfg=cfg), recipe_text(t, selection=sel)) for t, cfg, sel in recipe_files()]
+        rc = write_or_check(files, a.write, a.check, "every bench recipe follows the rule",
+                            "not the scaling rule's output")
         print(SCALING_RULE if not a.check else "", end="")
-        return 1 if bad else 0
+        return rc
     if a.cmd == "select":
         return select(a.data, a.output)
     name = NEWER_SWEEP if a.newer else BENCH_SWEEP
