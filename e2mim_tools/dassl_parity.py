@@ -98,29 +98,16 @@ def run_toolbox(argv):
 # ---- the command ---------------------------------------------------------------------------
 def make_fixture(work):
     """A tiny random CLIP (fp16 state dict) and a Caltech101 folder with its split file."""
-    import numpy as np
     import torch
-    from PIL import Image
 
     from e2mim_clip.loader import build_random_clip
+
+    from .parity.common import make_images
 
     ckpt = os.path.join(work, "tiny_clip.pt")
     sd = build_random_clip("tiny").state_dict()
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, ckpt)
-    data = os.path.join(work, "fixture", "caltech-101")
-    split = {k: [] for k in SPLIT}
-    for label, name in enumerate(CLASSES):
-        os.makedirs(os.path.join(data, "101_ObjectCategories", name), exist_ok=True)
-        color = np.array([(label * 73) % 256, (label * 151) % 256, (label * 37 + 90) % 256])
-        for part, ks in SPLIT.items():
-            for k in ks:
-                rel = f"{name}/image_{k + 1:04d}.jpg"
-                noise = np.random.RandomState(label * 100 + k).randn(64, 64, 3) * 40
-                Image.fromarray(np.clip(color + noise, 0, 255).astype("uint8")).save(
-                    os.path.join(data, "101_ObjectCategories", rel), quality=90)
-                split[part].append([rel, label, name])
-    with open(os.path.join(data, "split_zhou_Caltech101.json"), "w") as f:
-        json.dump(split, f)
+    make_images(os.path.join(work, "fixture"), CLASSES, SPLIT)
     return ckpt
 
 

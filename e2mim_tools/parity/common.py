@@ -69,19 +69,20 @@ def make_checkpoint(arch, path):
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
 
 
-def make_images(root):
-    """A Caltech101-layout folder (10 classes of coloured noise, 24 images each) and its split
-    file in CoOp's format, so both codes read the same train/val/test lists."""
+def make_images(root, classes=CLASSES, split_ids=SPLIT):
+    """A Caltech101-layout folder root/caltech-101 (``classes`` of coloured noise, the image
+    indices of ``split_ids`` per class) and its split file in CoOp's format, so both codes read
+    the same train/val/test lists. Also the Dassl plugin's parity fixture (e2mim_tools.dassl_parity)."""
     import numpy as np
     from PIL import Image
 
     data = os.path.join(root, "caltech-101")
-    split = {k: [] for k in SPLIT}
-    for label, name in enumerate(CLASSES):
+    split = {k: [] for k in split_ids}
+    for label, name in enumerate(classes):
         folder = os.path.join(data, "101_ObjectCategories", name)
         os.makedirs(folder, exist_ok=True)
         color = np.array([(label * 73) % 256, (label * 151) % 256, (label * 37 + 90) % 256])
-        for part, ks in SPLIT.items():
+        for part, ks in split_ids.items():
             for k in ks:
                 rel = f"{name}/image_{k + 1:04d}.jpg"
                 noise = np.random.RandomState(label * 100 + k).randn(64, 64, 3) * 40
