@@ -189,3 +189,11 @@ def test_repeat_must_be_a_positive_integer(demo_root, tmp_path, bad):
     cfg = make_cfg(*demo_args(demo_root, str(tmp_path), "DATALOADER.TRAIN_X.REPEAT", bad))
     with pytest.raises(ConfigError, match=r"REPEAT must be an integer >= 1 \(passes over the training set"):
         DataManager(cfg)
+
+
+def test_repeat_is_part_of_a_runs_identity_only_when_it_changes_what_runs_compute(demo_root, tmp_path):
+    """Runs made before the key existed (one pass) keep their identity; REPEAT 2 is another run."""
+    from e2mim_engine.run import config_items
+    one = config_items(make_cfg(*demo_args(demo_root, str(tmp_path))))
+    two = config_items(make_cfg(*demo_args(demo_root, str(tmp_path), "DATALOADER.TRAIN_X.REPEAT", 2)))
+    assert "DATALOADER.TRAIN_X.REPEAT" not in one and two["DATALOADER.TRAIN_X.REPEAT"] == 2
