@@ -3,6 +3,7 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 
 import torch
 
@@ -224,6 +225,39 @@ def _run_locked(args, cfg):
     return trainer
 
 
+_TEARDOWN_MODULES = ("torch.utils.data", "multiprocessing")
+
+
+def _from_loader_teardown(obj=None, tb=None):
+    """Whether an error comes from the data loaders' worker machinery (DataLoader iterators,
+    multiprocessing's resource sharer), by the object's module or the traceback's files."""
+    if any(m in (getattr(obj, "__module__", None) or "") for m in _TEARDOWN_MODULES):
+        return True
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace(os.sep, ".")
+        if any(m in name for m in _TEARDOWN_MODULES):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _quiet_loader_teardown():
+    """After an interrupt, the loaders' workers die with the signal, and what the main process
+    still holds of them fails as it is collected: an iterator the signal caught half-built in
+    its __del__, the resource sharer's thread on a broken pipe. That is the interruption, not
+    news; the one-line message stays the only output. Other errors are reported as usual."""
+    unraisable, thread = sys.unraisablehook, threading.excepthook
+
+    def quiet_unraisable(u):
+        if not _from_loader_teardown(u.object, u.exc_traceback):
+            unraisable(u)
+
+    def quiet_thread(a):
+        if not _from_loader_teardown(None, a.exc_traceback):
+            thread(a)
+    sys.unraisablehook, threading.excepthook = quiet_unraisable, quiet_thread
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -231,6 +265,7 @@ def main(argv=None):
             run(args)
     except Interrupted as e:
         # One line on stderr and in log.txt; exit status 128 + signal (143 SIGTERM, 130 SIGINT).
+        _quiet_loader_teardown()
         line = interrupted_message(e)
         print(line, file=sys.stderr)
         _log_line(line)

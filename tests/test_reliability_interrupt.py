@@ -198,3 +198,31 @@ def test_class_specific_prompts_on_other_classes_of_the_same_count(demo_root, tm
         [str(a) for a in demo_args(demo_root, str(tmp_path / "same"), "DATASET.SUBSAMPLE_CLASSES", "base",
                                    "TRAINER.COOP.CSC", True)]
     assert main(argv) == 0 and "cross_eval" not in read_json(tmp_path / "same" / "results.json")
+
+
+def test_after_an_interrupt_only_the_loaders_teardown_errors_are_silenced(monkeypatch):
+    """The workers die with the signal: an iterator's __del__ and multiprocessing's resource
+    sharer thread may then fail as they are collected (seen as a traceback after the one-line
+    message under load). Those are dropped; any other late error is still reported."""
+    import threading
+    import types
+    import multiprocessing.resource_sharer as resource_sharer
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+    from e2mim_engine import cli
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(("unraisable", u.object)))
+    monkeypatch.setattr(threading, "excepthook", lambda a: seen.append(("thread", a.exc_traceback)))
+    cli._quiet_loader_teardown()
+
+    def traceback_from(filename):
+        try:
+            exec(compile("raise BrokenPipeError(32, 'Broken pipe')", filename, "exec"))
+        except BrokenPipeError as e:
+            return e.__traceback__
+    sys.unraisablehook(types.SimpleNamespace(object=_MultiProcessingDataLoaderIter.__del__, exc_traceback=None))
+    threading.excepthook(types.SimpleNamespace(exc_traceback=traceback_from(resource_sharer.__file__)))
+    assert seen == []
+    mine = traceback_from(__file__)
+    sys.unraisablehook(types.SimpleNamespace(object=print, exc_traceback=None))
+    threading.excepthook(types.SimpleNamespace(exc_traceback=mine))
+    assert seen == [("unraisable", print), ("thread", mine)]
