@@ -85,6 +85,8 @@ def get_cfg_default():
 
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 4
+    # Augmented views per training image (Dassl): K > 1 makes batch["img"] a list of K batches, for a
+    # method that reads several views (CoPrompt: 2); 1 for every other method (checked at start-up).
     _C.DATALOADER.K_TRANSFORMS = 1
     _C.DATALOADER.RETURN_IMG0 = False
     _C.DATALOADER.TRAIN_X = CN()
