@@ -38,7 +38,8 @@ Adding a method (the extension point)
 3. Run it and put its row in docs/PARITY.md; explain every difference beyond float rounding.
 A shim the published code needs belongs in ref_side.py, never in our trainers.
 """
-from e2mim_tools.parity import cocoop, dept, ivlp, kgcoop, maple, mmrl, prograd, promptsrc, tcp
+from e2mim_tools.parity import cocoop, coprompt, dept, ivlp, kgcoop, maple, mmrl, prograd, promptsrc, tcp
 
 METHODS = {"cocoop": cocoop, "prograd": prograd, "kgcoop": kgcoop, "ivlp": ivlp, "maple": maple,
-           "promptsrc": promptsrc, "tcp": tcp, "dept": dept, "mmrl": mmrl}
+           "promptsrc": promptsrc, "tcp": tcp, "dept": dept, "mmrl": mmrl,
+           "coprompt": coprompt}
