@@ -308,6 +308,31 @@ def cfg_to_pairs(node, prefix=""):
     return out
 
 
+def with_dataset_settings(sources, node, table, method):
+    """Config sources with a method's published per-dataset settings inserted before the
+    command line (the last source), so the method yaml is overridden and the command line is
+    not: ``table`` {DATASET.NAME: {key: value}}, a key without a dot under TRAINER.<node>, a
+    dotted key as it is (e.g. OPTIM.MAX_EPOCH). Nothing for other datasets, nor while
+    TRAINER.<node>.DATASET_SETTINGS is False (the last source that sets it decides)."""
+    def get(n, *path):
+        for p in path:
+            n = n.get(p) if hasattr(n, "get") else None
+        return n
+    dataset = on = None
+    for _, n in sources:
+        dataset = get(n, "DATASET", "NAME") or dataset
+        flag = get(n, "TRAINER", node, "DATASET_SETTINGS")
+        on = flag if flag is not None else on
+    if str(on) in ("False", "false") or str(dataset) not in table:
+        return sources
+    settings = table[str(dataset)]
+    pairs = [x for k, v in settings.items() for x in ((k if "." in k else f"TRAINER.{node}.{k}"), v)]
+    label = f"{method}'s published settings for {dataset}"
+    from .utils import logger
+    logger.info(f"{label}: {dict(settings)} (command-line pairs override them)")
+    return sources[:-1] + [(label, pairs_to_cfg(pairs, label)), sources[-1]]
+
+
 def merge_from_list(cfg, opts, source="the command line"):
     _check_pairs(opts, source)
     opts = list(opts)

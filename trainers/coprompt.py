@@ -61,6 +61,7 @@ from e2mim_clip.prompting import cosine_consistency, tokenize
 from e2mim_clip.templates import ENSEMBLE_TEMPLATES, dataset_template
 from e2mim_clip.towers import towers
 from e2mim_engine.checkpoint import PublishedFormat
+from e2mim_engine.config import with_dataset_settings
 from e2mim_engine.errors import ConfigError, DataError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import AT_LEAST_0, IN_0_1, POSITIVE_INT, config_node, option
@@ -74,7 +75,7 @@ PUBLISHED_DATASET_SETTINGS = {
     "OxfordPets": {"PROMPT_DEPTH": 12, "N_CTX": 2, "W": 0.1},
     "StanfordCars": {"PROMPT_DEPTH": 12, "N_CTX": 4, "W": 4.0},
     "OxfordFlowers": {"PROMPT_DEPTH": 9, "N_CTX": 4, "W": 8.0},
-    "Food101": {"PROMPT_DEPTH": 9, "N_CTX": 4, "W": 0.5, "MAX_EPOCH": 5},
+    "Food101": {"PROMPT_DEPTH": 9, "N_CTX": 4, "W": 0.5, "OPTIM.MAX_EPOCH": 5},
     "FGVCAircraft": {"PROMPT_DEPTH": 9, "N_CTX": 4, "W": 2.0},
     "SUN397": {"PROMPT_DEPTH": 12, "N_CTX": 4, "W": 8.0},
     "DescribableTextures": {"PROMPT_DEPTH": 12, "N_CTX": 2, "W": 8.0},
@@ -239,28 +240,7 @@ class CoPrompt(DeepPromptTrainer):
                 own.update(moved)
                 node.TRAINER.COPROMPT = own
             adapted.append((label, node))
-        return cls._with_dataset_settings(adapted)
-
-    @staticmethod
-    def _with_dataset_settings(sources):
-        def get(node, *path):
-            for p in path:
-                node = node.get(p) if hasattr(node, "get") else None
-            return node
-        dataset = on = None
-        for _, node in sources:
-            dataset = get(node, "DATASET", "NAME") or dataset
-            flag = get(node, "TRAINER", "COPROMPT", "DATASET_SETTINGS")
-            on = flag if flag is not None else on
-        if str(on) in ("False", "false") or str(dataset) not in PUBLISHED_DATASET_SETTINGS:
-            return sources
-        settings = dict(PUBLISHED_DATASET_SETTINGS[str(dataset)])
-        node = CN({"TRAINER": CN({"COPROMPT": CN({k: v for k, v in settings.items() if k != "MAX_EPOCH"})})})
-        if "MAX_EPOCH" in settings:
-            node.OPTIM = CN({"MAX_EPOCH": settings["MAX_EPOCH"]})
-        label = f"CoPrompt's published settings for {dataset}"
-        logger.info(f"{label}: {settings} (command-line pairs override them)")
-        return sources[:-1] + [(label, node), sources[-1]]
+        return with_dataset_settings(adapted, "COPROMPT", PUBLISHED_DATASET_SETTINGS, "CoPrompt")
 
     def check_cfg(self, cfg):
         self.hparams  # noqa: B018 - parses (and checks) the node once
