@@ -94,6 +94,10 @@ def get_cfg_default():
     _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
     _C.DATALOADER.TRAIN_X.N_DOMAIN = 0
     _C.DATALOADER.TRAIN_X.N_INS = 16
+    # Passes over the training set per epoch (fresh order and augmentation each pass): trains
+    # as on a dataset REPEAT times larger with the same epochs and schedule (the CPU bench's
+    # step-count rule). Not a Dassl key; 1 is Dassl's behaviour.
+    _C.DATALOADER.TRAIN_X.REPEAT = 1
     _C.DATALOADER.TRAIN_U = CN()
     _C.DATALOADER.TRAIN_U.SAME_AS_X = True
     _C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"

@@ -30,7 +30,7 @@ NOT_IDENTITY = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "DATASET.ROOT", "
                 "DATALOADER.FEATURE_CACHE.DIR", "MODEL.TEXT_ENCODER.CHECKPOINT")
 # Keys added after runs were made, left out of the identity while they hold the value that
 # computes what runs made without them computed (so those runs keep their identity).
-IDENTITY_IF_NOT = {"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS": 0, "DATASET.VAL_SHOTS": 4}
+IDENTITY_IF_NOT = {"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS": 0, "DATASET.VAL_SHOTS": 4, "DATALOADER.TRAIN_X.REPEAT": 1}
 
 
 def _plain(v):

@@ -25,7 +25,15 @@ def test_rule_scales_depths_and_keeps_the_published_optimisation():
     assert r["OPTIM"]["LR"] == pytest.approx(0.0025 * bench.lr_factor("PromptSRC")) and r["OPTIM"]["MAX_EPOCH"] == 20 and r["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 4
     assert bench.bench_recipe("MaPLe")["TRAINER"]["MAPLE"]["PROMPT_DEPTH"] == 2   # both towers: the text's 3 layers
     coop = bench.bench_recipe("CoOp")
-    assert "FEATURE_CACHE" not in coop["DATALOADER"] and coop["OPTIM"]["LR"] == pytest.approx(0.002 * bench.lr_factor("CoOp"))
+    assert coop["OPTIM"]["LR"] == pytest.approx(0.002 * bench.lr_factor("CoOp"))
+    # the step-count rule: the median benchmark's 51 base classes over 24 -> two passes an epoch;
+    # a frozen image side trains on cached views, a prompted one (PromptSRC) on fresh images,
+    # and zero-shot (no training) gets neither
+    assert bench.STEP_REPEAT == 2
+    assert coop["DATALOADER"]["TRAIN_X"]["REPEAT"] == 2 and coop["DATALOADER"]["FEATURE_CACHE"]["TRAIN_VIEWS"] == 64
+    assert r["DATALOADER"]["TRAIN_X"]["REPEAT"] == 2 and "FEATURE_CACHE" not in r["DATALOADER"]
+    zs = bench.bench_recipe("ZeroshotCLIP")["DATALOADER"]
+    assert "REPEAT" not in zs.get("TRAIN_X", {}) and "FEATURE_CACHE" not in zs
     assert coop["INPUT"]["RRCROP_SCALE"] == "(0.5, 1.0)"
     assert coop["MODEL"]["BACKBONE"]["NAME"] == "compworld-tiny" and coop["INPUT"]["SIZE"] == "(64, 64)"
 

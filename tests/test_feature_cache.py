@@ -261,8 +261,26 @@ def test_view_choice_depends_on_seed_and_epoch_only(tmp_path):
     assert not torch.equal(x.views_of_epoch(3), x.views_of_epoch(4))
     x.set_epoch(2)
     batch = next(iter(x))
-    assert torch.equal(batch["feat"], feats[torch.arange(3), x.views_of_epoch(2)[:3]])
+    assert torch.equal(batch["feat"], feats[torch.arange(3), x.views_of_epoch(2)[0, :3]])
     assert len(x) == 2
+
+
+def test_each_pass_of_a_repeated_epoch_draws_its_own_view():
+    """DATALOADER.TRAIN_X.REPEAT 2: an image seen twice in an epoch gets the view of its pass."""
+    from e2mim_engine.data.data_manager import RepeatedBatchSampler
+    feats = torch.randn(4, 8, 3)
+
+    class L:
+        batch_sampler = RepeatedBatchSampler([[0, 1], [2, 3]], 2)
+        dataset = None
+
+    x = CachedFeatureLoader(L, feats, list(range(4)), seed=1)
+    x.set_epoch(1)
+    got = torch.cat([b["feat"] for b in x])
+    views = x.views_of_epoch(1, 2)
+    want = torch.cat([feats[torch.arange(4), views[0]], feats[torch.arange(4), views[1]]])
+    assert torch.equal(got, want) and len(x) == 4
+    assert not torch.equal(views[0], views[1])   # 8 views: the two passes differ (fixed seed)
 
 
 class Killed(Exception):

@@ -143,3 +143,57 @@ def test_public_step_and_evaluation_are_the_loops(demo_root, tmp_path):
     assert t.model_mode == "eval" and not logits.requires_grad
     assert logits.shape == (batch["img"].shape[0], t.num_classes)
     assert t.num_trainable_params() == t.model.prompt_learner.ctx.numel()
+
+
+# ---- DATALOADER.TRAIN_X.REPEAT --------------------------------------------------------------
+def test_repeat_passes_over_the_training_set_with_fresh_orders(demo_root, tmp_path):
+    """REPEAT 2: every training image twice per epoch, one whole permutation per pass, twice
+    the batches; REPEAT 1 keeps the plain loader (the published behaviour)."""
+    from e2mim_engine.data.data_manager import DataManager, RepeatedBatchSampler
+    one = DataManager(make_cfg(*demo_args(demo_root, str(tmp_path / "a"))))
+    two = DataManager(make_cfg(*demo_args(demo_root, str(tmp_path / "b"), "DATALOADER.TRAIN_X.REPEAT", 2)))
+    assert not isinstance(one.train_loader_x.batch_sampler, RepeatedBatchSampler)
+    n, bs = len(two.dataset.train_x), 8
+    assert len(two.train_loader_x) == 2 * len(one.train_loader_x) == 2 * (n // bs)
+    torch.manual_seed(0)
+    batches = list(two.train_loader_x.batch_sampler)
+    first, second = sum(batches[:n // bs], []), sum(batches[n // bs:], [])
+    assert len(set(first)) == len(first) == len(set(second)) == (n // bs) * bs  # each pass: no repeats
+    assert first != second
+
+
+def test_repeat_gives_a_per_epoch_sampler_one_epoch_number_per_pass():
+    from e2mim_engine.data.data_manager import RepeatedBatchSampler
+
+    class PerEpoch:
+        epoch = None
+
+        def set_epoch(self, e):
+            self.epoch = e
+
+        def __len__(self):
+            return 1
+
+        def __iter__(self):
+            yield [self.epoch]
+
+    r = RepeatedBatchSampler(PerEpoch(), 3)
+    r.set_epoch(5)
+    assert list(r) == [[15], [16], [17]] and len(r) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_repeat_must_be_a_positive_integer(demo_root, tmp_path, bad):
+    from e2mim_engine.data.data_manager import DataManager
+    from e2mim_engine.errors import ConfigError
+    cfg = make_cfg(*demo_args(demo_root, str(tmp_path), "DATALOADER.TRAIN_X.REPEAT", bad))
+    with pytest.raises(ConfigError, match=r"REPEAT must be an integer >= 1 \(passes over the training set"):
+        DataManager(cfg)
+
+
+def test_repeat_is_part_of_a_runs_identity_only_when_it_changes_what_runs_compute(demo_root, tmp_path):
+    """Runs made before the key existed (one pass) keep their identity; REPEAT 2 is another run."""
+    from e2mim_engine.run import config_items
+    one = config_items(make_cfg(*demo_args(demo_root, str(tmp_path))))
+    two = config_items(make_cfg(*demo_args(demo_root, str(tmp_path), "DATALOADER.TRAIN_X.REPEAT", 2)))
+    assert "DATALOADER.TRAIN_X.REPEAT" not in one and two["DATALOADER.TRAIN_X.REPEAT"] == 2

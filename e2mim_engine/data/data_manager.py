@@ -1,7 +1,7 @@
 """DataManager: dataset, transforms and loaders (Dassl's interface)."""
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..errors import ConfigError, DataError
 from ..utils import logger
@@ -33,18 +33,45 @@ class DatasetWrapper(Dataset):
 SAMPLERS = ("RandomSampler", "SequentialSampler")
 
 
+class RepeatedBatchSampler:
+    """``repeat`` passes of a batch sampler per epoch. A sampler seeded per epoch (set_epoch,
+    e.g. the class-wise Mixup sampler) gets its own epoch number for each pass,
+    epoch * repeat + pass, so no two passes repeat each other's batches."""
+
+    def __init__(self, inner, repeat):
+        self.inner, self.repeat, self.epoch = inner, repeat, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.repeat * len(self.inner)
+
+    def __iter__(self):
+        for p in range(self.repeat):
+            if hasattr(self.inner, "set_epoch"):
+                self.inner.set_epoch(self.epoch * self.repeat + p)
+            yield from self.inner
+
+
 def build_data_loader(data_source, transform, batch_size, sampler="SequentialSampler", is_train=False,
-                      num_workers=0, batch_sampler=None, pin_memory=False, views=1):
+                      num_workers=0, batch_sampler=None, pin_memory=False, repeat=1, views=1):
+    """``repeat`` (training): passes over ``data_source`` per epoch, see RepeatedBatchSampler;
+    ``views``: augmented views per image (DatasetWrapper)."""
     ds = DatasetWrapper(data_source, transform, views)
     common = dict(num_workers=num_workers, pin_memory=pin_memory)
-    if batch_sampler is not None:
-        return DataLoader(ds, batch_sampler=batch_sampler, **common)
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"Unknown sampler '{sampler}'; valid: {', '.join(SAMPLERS)}.")
-    smp = RandomSampler(ds) if sampler == "RandomSampler" else SequentialSampler(ds)
-    # Dassl drops the last partial batch in training only when there is a full one.
-    drop_last = is_train and len(data_source) >= batch_size
-    return DataLoader(ds, batch_size=batch_size, sampler=smp, drop_last=drop_last, **common)
+    if batch_sampler is None:
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"Unknown sampler '{sampler}'; valid: {', '.join(SAMPLERS)}.")
+        smp = RandomSampler(ds) if sampler == "RandomSampler" else SequentialSampler(ds)
+        # Dassl drops the last partial batch in training only when there is a full one.
+        drop_last = is_train and len(data_source) >= batch_size
+        if repeat == 1:
+            return DataLoader(ds, batch_size=batch_size, sampler=smp, drop_last=drop_last, **common)
+        batch_sampler = BatchSampler(smp, batch_size, drop_last)
+    if repeat != 1:
+        batch_sampler = RepeatedBatchSampler(batch_sampler, repeat)
+    return DataLoader(ds, batch_sampler=batch_sampler, **common)
 
 
 def check_class_count(dataset, cfg):
@@ -68,9 +95,14 @@ class DataManager:
         self.tfm_test = tfm_test or build_transform(cfg, is_train=False)
         nw = cfg.DATALOADER.NUM_WORKERS
         d = self.dataset
+        repeat = cfg.DATALOADER.TRAIN_X.get("REPEAT", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ConfigError(f"DATALOADER.TRAIN_X.REPEAT must be an integer >= 1 (passes over the training "
+                              f"set per epoch; 1 = one pass, as Dassl); got {repeat!r}.")
         self.train_loader_x = build_data_loader(
             d.train_x, self.tfm_train, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TRAIN_X.SAMPLER,
-            is_train=True, num_workers=nw, pin_memory=pin_memory, views=cfg.DATALOADER.K_TRANSFORMS,
+            is_train=True, num_workers=nw, pin_memory=pin_memory, repeat=repeat,
+            views=cfg.DATALOADER.K_TRANSFORMS,
             batch_sampler=train_batch_sampler(d.train_x) if train_batch_sampler else None)
         self.val_loader = None
         if d.val:

@@ -254,22 +254,26 @@ class CachedFeatureLoader:
     def set_epoch(self, epoch):
         self.epoch = epoch
 
-    def views_of_epoch(self, epoch):
-        """The view index of every image in ``epoch``: [N]."""
+    def views_of_epoch(self, epoch, passes=1):
+        """The view index of every image in each pass over the images in ``epoch``
+        (DATALOADER.TRAIN_X.REPEAT): [passes, N]."""
         n, k = self.features.shape[:2]
         g = torch.Generator()
         seed = self.seed if self.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))
         g.manual_seed(epoch_seed(seed, epoch, "train-view"))
-        return torch.randint(k, (n,), generator=g)
+        return torch.randint(k, (passes, n), generator=g)
 
     def __len__(self):
         return len(self.batch_sampler)
 
     def __iter__(self):
-        view = self.views_of_epoch(self.epoch)
+        view = self.views_of_epoch(self.epoch, getattr(self.batch_sampler, "repeat", 1))
+        seen = torch.zeros(view.shape[1], dtype=torch.long)   # the pass each image is in
         for idx in self.batch_sampler:
             idx = torch.as_tensor(idx, dtype=torch.long)
-            yield {"feat": self.features[idx, view[idx]], "label": self.labels[idx], "index": idx}
+            v = view[seen[idx].clamp(max=view.shape[0] - 1), idx]
+            seen[idx] += 1
+            yield {"feat": self.features[idx, v], "label": self.labels[idx], "index": idx}
 
 
 # ---- reporting and clearing (e2mim-cache) ------------------------------------------------------
