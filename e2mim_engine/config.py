@@ -85,6 +85,8 @@ def get_cfg_default():
 
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 4
+    # Augmented views per training image (Dassl): K > 1 makes batch["img"] a list of K batches, for a
+    # method that reads several views (CoPrompt: 2); 1 for every other method (checked at start-up).
     _C.DATALOADER.K_TRANSFORMS = 1
     _C.DATALOADER.RETURN_IMG0 = False
     _C.DATALOADER.TRAIN_X = CN()
@@ -308,6 +310,31 @@ def cfg_to_pairs(node, prefix=""):
         else:
             out += [f"{prefix}{k}", v]
     return out
+
+
+def with_dataset_settings(sources, node, table, method):
+    """Config sources with a method's published per-dataset settings inserted before the
+    command line (the last source), so the method yaml is overridden and the command line is
+    not: ``table`` {DATASET.NAME: {key: value}}, a key without a dot under TRAINER.<node>, a
+    dotted key as it is (e.g. OPTIM.MAX_EPOCH). Nothing for other datasets, nor while
+    TRAINER.<node>.DATASET_SETTINGS is False (the last source that sets it decides)."""
+    def get(n, *path):
+        for p in path:
+            n = n.get(p) if hasattr(n, "get") else None
+        return n
+    dataset = on = None
+    for _, n in sources:
+        dataset = get(n, "DATASET", "NAME") or dataset
+        flag = get(n, "TRAINER", node, "DATASET_SETTINGS")
+        on = flag if flag is not None else on
+    if str(on) in ("False", "false") or str(dataset) not in table:
+        return sources
+    settings = table[str(dataset)]
+    pairs = [x for k, v in settings.items() for x in ((k if "." in k else f"TRAINER.{node}.{k}"), v)]
+    label = f"{method}'s published settings for {dataset}"
+    from .utils import logger
+    logger.info(f"{label}: {dict(settings)} (command-line pairs override them)")
+    return sources[:-1] + [(label, pairs_to_cfg(pairs, label)), sources[-1]]
 
 
 def merge_from_list(cfg, opts, source="the command line"):

@@ -46,6 +46,9 @@ class TrainerBase:
     # Such a method also fills in encode_frozen and frozen_feature_identity.
     frozen_eval_features = False
     frozen_train_features = False
+    # Augmented views of each training image the method's step reads (DATALOADER.K_TRANSFORMS
+    # up to this; with K > 1 batch["img"] is a list of K image batches, Dassl's layout).
+    train_views = 1
     # How the method's published Dassl trainer saved its model (checkpoint.PublishedFormat), so
     # that --eval-only --model-dir reads the authors' released model.pth.tar-N files; None: no
     # published code.
@@ -111,6 +114,11 @@ class TrainerBase:
         if not isinstance(cfg.DATALOADER.NUM_WORKERS, int) or cfg.DATALOADER.NUM_WORKERS < 0:
             raise ConfigError(f"DATALOADER.NUM_WORKERS must be an integer >= 0 (0 = load in the main "
                               f"process); got {cfg.DATALOADER.NUM_WORKERS!r}.")
+        k = cfg.DATALOADER.K_TRANSFORMS
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.train_views:
+            raise ConfigError(f"DATALOADER.K_TRANSFORMS must be an integer from 1 to {self.train_views} for "
+                              f"{cfg.TRAINER.NAME} (augmented views of each training image its step reads"
+                              f"{'; it reads one' if self.train_views == 1 else ''}); got {k!r}.")
         fc = cfg.DATALOADER.FEATURE_CACHE
         if not isinstance(fc.EVAL, bool):
             raise ConfigError(f"DATALOADER.FEATURE_CACHE.EVAL must be True or False; got {fc.EVAL!r}.")

@@ -86,15 +86,18 @@ RRCROP_SCALE = "(0.5, 1.0)"
 # the bench, never used to calibrate it.
 BASELINES = ["ZeroshotCLIP", "CoOp", "CoCoOp", "ProGrad", "KgCoOp", "IVLP", "MaPLe", "PromptSRC"]
 # Methods run on the bench beside them, never used to calibrate it (configs/sweeps/bench_newer.yaml,
-# `e2mim-bench run --newer`): TCP, MMRL and DePT over four bases.
+# `e2mim-bench run --newer`): TCP, MMRL, CoPrompt and DePT over four bases.
 DEPT_TRAINERS = ["ExtrasLinearProbeCoOp", "ExtrasLinearProbeCoCoOp", "ExtrasLinearProbeKgCoOp",
                  "ExtrasLinearProbeMaPLe"]
-NEWER_TRAINERS = ["TCP", "MMRL"] + DEPT_TRAINERS
+NEWER_TRAINERS = ["TCP", "MMRL", "CoPrompt"] + DEPT_TRAINERS
 BENCH_TRAINERS = BASELINES + ["E2MIM"]
 
 # Per-method departures from the rule beyond the learning-rate factor, each chosen on base-class
 # validation accuracy and recorded here with its numbers (docs/BENCH.md): {trainer: {KEY: value}}.
 PER_METHOD_CHOICES = {}
+# Per-class data a method's published recipe reads and the bench's classes do not have, replaced by
+# the method's documented substitute (rule item 8): {trainer: {KEY: value}}.
+DATA_SUBSTITUTES = {"CoPrompt": {"TRAINER.COPROMPT.DESCRIPTIONS": "templates"}}  # no LLM descriptions
 
 # Calibration targets (issue: the bench must rank the baselines as the 11 benchmarks do).
 MIN_SPEARMAN = 0.85
@@ -126,7 +129,9 @@ A bench recipe is the method's published base-to-new recipe (the methods table's
    64 cached augmented views per training image, one drawn per image and pass;
 8. everything else as published: epochs, batch size, optimizer, schedule, the method's own
    weights and context, fresh augmentations every step where the image side learns;
-9. per-method departures only where base-class validation accuracy chose them (PER_METHOD_CHOICES).
+9. per-method departures only where base-class validation accuracy chose them (PER_METHOD_CHOICES);
+10. per-class data the bench's classes lack replaced by the method's documented substitute
+   (DATA_SUBSTITUTES: CoPrompt's LLM class descriptions by CLIP's hand-crafted templates).
 """
 
 _DEPTH_KEYS = {"PROMPT_DEPTH_VISION": VISION_LAYERS, "PROMPT_DEPTH_TEXT": TEXT_LAYERS,
@@ -193,7 +198,7 @@ def bench_recipe(trainer, configs=None, selection=True):
         for key, layers in _LAYER_LIST_KEYS.items():
             if key in node:
                 node[key] = scaled_layers(node[key], layers)
-    choices = dict(PER_METHOD_CHOICES.get(trainer, {}))
+    choices = dict(DATA_SUBSTITUTES.get(trainer, {}), **PER_METHOD_CHOICES.get(trainer, {}))
     if trainer == "E2MIM" and selection:
         chosen = read_selection(selection_path(configs))
         if chosen:

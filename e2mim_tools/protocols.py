@@ -90,6 +90,10 @@ METHODS = [
     # MMRL (Guo & Gu, CVPR 2025): 5 representation tokens in layers 6-12, 10 epochs (few-shot 50,
     # cross-dataset 1); the authors run ImageNet with vit_b16_imagenet (5 epochs): CFG=vit_b16_imagenet.
     Method("mmrl", "MMRL", "vit_b16", "vit_b16_cross_datasets", "vit_b16_few_shot", False),
+    # CoPrompt (Roy & Etemad, ICLR 2024): MaPLe + adapters + consistency with the frozen CLIP on a
+    # second RandAugment view and LLM class descriptions (TRAINER.COPROMPT.DESCRIPTIONS), 8 epochs,
+    # the authors' per-dataset settings. The authors ship one yaml (base-to-new).
+    Method("coprompt", "CoPrompt", "coprompt", "coprompt", "coprompt", False),
     # E2MIM (ours; docs/METHOD.md): one cfg per protocol.
     Method("e2mim", "E2MIM", "vit_b16_base2new", "vit_b16_cross_dataset", "vit_b16_fewshot", False),
     # DePT (Zhang et al., CVPR 2024) over CoOp, CoCoOp, KgCoOp, MaPLe: the CAT head, 10 epochs;

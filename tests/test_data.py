@@ -158,3 +158,90 @@ def test_corrupt_image_names_the_file(tmp_path):
         read_image(str(p))
     with pytest.raises(DataError, match="missing.jpg"):
         read_image(str(tmp_path / "missing.jpg"))
+
+
+# ---- Dassl's "randaugment" and K_TRANSFORMS (CoPrompt's two augmented views) -------------------
+def _noise_image(seed=0, size=32):
+    import numpy as np
+    return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (size, size, 3), dtype="uint8"))
+
+
+def _apply_op(monkeypatch, index, flip_draw, m=10):
+    """Our RandAugment with its one draw forced to operation ``index`` and direction draws
+    ``flip_draw`` (> 0.5: negative magnitude), on the noise image."""
+    from e2mim_engine.data import transforms as T
+    monkeypatch.setattr(random, "choices", lambda ops, k: [ops[index]] * k)
+    monkeypatch.setattr(random, "random", lambda: flip_draw)
+    return T.RandAugment(1, m)(_noise_image())
+
+
+def test_randaugment_operations_and_magnitudes_by_hand(monkeypatch):
+    """Dassl's list, in its order (the drawn index picks the op), at m = 10 of 30."""
+    import numpy as np
+    from PIL import ImageEnhance, ImageOps
+    img = _noise_image()
+    same = lambda a, b: np.array_equal(np.asarray(a), np.asarray(b))  # noqa: E731
+    assert same(_apply_op(monkeypatch, 0, 0.0), ImageOps.autocontrast(img))
+    assert same(_apply_op(monkeypatch, 2, 0.0), ImageOps.invert(img))
+    assert same(_apply_op(monkeypatch, 3, 0.9), img.rotate(-10.0))          # 10/30 * 30, flipped
+    assert same(_apply_op(monkeypatch, 3, 0.1), img.rotate(10.0))
+    assert same(_apply_op(monkeypatch, 4, 0.0), ImageOps.posterize(img, 5))  # int(4 + 4/3)
+    assert same(_apply_op(monkeypatch, 5, 0.0), ImageOps.solarize(img, 256 / 3))
+    added = np.clip(np.asarray(img).astype(float) + 110 / 3, 0, 255).astype("uint8")
+    assert same(_apply_op(monkeypatch, 6, 0.0), ImageOps.solarize(Image.fromarray(added), 128))
+    assert same(_apply_op(monkeypatch, 8, 0.0), ImageEnhance.Contrast(img).enhance(0.1 + 1.8 / 3))
+    assert same(_apply_op(monkeypatch, 11, 0.9), img.transform(img.size, Image.AFFINE, (1, -0.1, 0, 0, 1, 0)))
+    assert same(_apply_op(monkeypatch, 15, 0.1), img.transform(img.size, Image.AFFINE, (1, 0, 0, 0, 1, 100 / 3)))
+    # the cutout box: corner from numpy's uniform(w) (between 1 and w) minus v/2, v = 40/3 at m = 10
+    np.random.seed(3)
+    u = np.random.uniform(32), np.random.uniform(32)
+    np.random.seed(3)
+    out = np.asarray(_apply_op(monkeypatch, 13, 0.0)).copy()
+    x0, y0 = int(max(0, u[0] - 20 / 3)), int(max(0, u[1] - 20 / 3))
+    assert (out[y0, x0] == (125, 123, 114)).all() and (out[y0 + 13, x0 + 13] == (125, 123, 114)).all()
+    out[y0:y0 + 14, x0:x0 + 14] = np.asarray(img)[y0:y0 + 14, x0:x0 + 14]
+    assert same(out, img)
+
+
+def test_randaugment_draws_n_ops_with_replacement_from_the_global_generator():
+    from e2mim_engine.data.transforms import RANDAUGMENT_OPS, RandAugment
+    assert len(RANDAUGMENT_OPS) == 16
+    random.seed(7)
+    picked = random.choices(range(16), k=2)
+    random.seed(7)
+    expected = _noise_image()
+    for i in picked:
+        op, low, high = RANDAUGMENT_OPS[i]
+        expected = op(expected, 10 / 30 * (high - low) + low)
+    random.seed(7)
+    import numpy as np
+    assert np.array_equal(np.asarray(RandAugment(2, 10)(_noise_image())), np.asarray(expected))
+    with pytest.raises(Exception, match="RANDAUGMENT_M"):
+        RandAugment(2, 31)
+
+
+def test_k_transforms_gives_a_list_of_independent_views(demo_root):
+    import torch
+    from e2mim_engine.data.data_manager import DataManager
+    from conftest import DEMO_CFG, TINY_CFG
+    args = ("--root", demo_root, "--seed", 1, "--dataset-config-file", DEMO_CFG, "--config-file", TINY_CFG,
+            "DATASET.NUM_SHOTS", 2, "DATALOADER.NUM_WORKERS", 0, "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler",
+            "DATALOADER.K_TRANSFORMS", 2, "VERBOSE", False, "INPUT.SIZE", "(32, 32)")
+    random.seed(0)
+    batch = next(iter(DataManager(make_cfg(*args, "INPUT.TRANSFORMS", "['randaugment', 'normalize']")).train_loader_x))
+    assert isinstance(batch["img"], list) and len(batch["img"]) == 2
+    a, b = batch["img"]
+    assert a.shape == b.shape and a.shape[1:] == (3, 32, 32)
+    assert not torch.equal(a, b)  # two draws of RandAugment
+    plain = DataManager(make_cfg(*args, "INPUT.TRANSFORMS", "['normalize']"))
+    a, b = next(iter(plain.train_loader_x))["img"]
+    assert torch.equal(a, b)      # nothing random: the same view twice
+    assert torch.is_tensor(next(iter(plain.test_loader))["img"])  # evaluation: one view
+
+
+def test_k_transforms_beyond_what_the_method_reads_is_refused(demo_root, tmp_path):
+    from conftest import demo_args
+    from e2mim_engine.errors import ConfigError
+    from e2mim_engine.trainer import build_trainer
+    with pytest.raises(ConfigError, match="K_TRANSFORMS must be an integer from 1 to 1 for CoOp.*reads one"):
+        build_trainer(make_cfg(*demo_args(demo_root, str(tmp_path), "DATALOADER.K_TRANSFORMS", 2)))

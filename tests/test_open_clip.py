@@ -300,7 +300,7 @@ def test_low_precision_layout(name, prec):
 EXTRA = {"CoOp": ("TRAINER.COOP.N_CTX", 4), "E2MIM": ("TRAINER.E2MIM.MI_HIDDEN", 32)}
 
 
-NEWER = ("TCP", "MMRL", "ExtrasLinearProbeCoOp", "ExtrasLinearProbeMaPLe")
+NEWER = ("TCP", "MMRL", "CoPrompt", "ExtrasLinearProbeCoOp", "ExtrasLinearProbeMaPLe")
 
 
 @pytest.mark.parametrize("family", ["e2mim-tiny-laion", "e2mim-tiny-siglip", "e2mim-tiny-eva"])

@@ -72,3 +72,41 @@ def test_cli_refuses_odd_opts_and_unknown_cases(capsys):
     with pytest.raises(SystemExit):
         main(["maple", "--checkout", "/nonexistent", "--case", "nope"])
     assert "maple, maple_nohalf" in capsys.readouterr().err
+
+
+def test_fed_draws_are_the_same_on_both_sides(monkeypatch):
+    """Case.draws: each side's randint maps the same fed values (so the same description index
+    is drawn whatever the side's other random calls), and a reseeded transform's c-th call draws
+    what the c-th call of the other side's draws."""
+    import random
+    import sys
+    import types
+
+    from e2mim_tools.parity import coprompt, hooks
+    from e2mim_tools.parity.common import draw_settings
+    case = coprompt.CASES[0]
+    ref, ours = draw_settings(case, "ref")["randint"], draw_settings(case, "ours")["randint"]
+    assert ref["values"] == ours["values"] and ref["module"] == "trainers.coprompt"
+    assert ours["module"] == "e2mim_trainers.coprompt"
+    fed = hooks.FedRandom([0.0, 0.999, 0.5])
+    assert [fed.randint(0, 49), fed.randint(0, 49), fed.randint(3, 4)] == [0, 49, 4]
+    assert fed.choices is random.choices  # only randint is fed
+
+    calls = []
+
+    class Augment:
+        def __call__(self, x):
+            calls.append(random.random())
+            return x
+
+    module = types.ModuleType("fake_aug")
+    module.Augment = Augment
+    monkeypatch.setitem(sys.modules, "fake_aug", module)
+    monkeypatch.setattr(Augment, "__call__", Augment.__call__)  # restored after the test
+    hooks.reseed_per_call("fake_aug.Augment")
+    random.seed(123)
+    Augment()(0), Augment()(0)
+    random.seed(456)
+    random.random()
+    Augment()(0)
+    assert calls == [random.Random(c).random() for c in range(3)]  # call c starts from seed c

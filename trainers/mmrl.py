@@ -52,6 +52,7 @@ from e2mim_clip.prompting import tokenize
 from e2mim_clip.templates import dataset_template
 from e2mim_clip.towers import towers
 from e2mim_engine.checkpoint import PublishedFormat
+from e2mim_engine.config import with_dataset_settings
 from e2mim_engine.errors import ConfigError
 from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import AT_LEAST_0, IN_0_1, POSITIVE_INT, config_node, option
@@ -206,21 +207,7 @@ class MMRL(DeepPromptTrainer):
     @classmethod
     def adapt_cfg_sources(cls, sources):
         """The authors' per-dataset settings, between the method yaml and the command line."""
-        def get(node, *path):
-            for p in path:
-                node = node.get(p) if hasattr(node, "get") else None
-            return node
-        dataset = on = None
-        for _, node in sources:
-            dataset = get(node, "DATASET", "NAME") or dataset
-            flag = get(node, "TRAINER", "MMRL", "DATASET_SETTINGS")
-            on = flag if flag is not None else on
-        if str(on) in ("False", "false") or str(dataset) not in PUBLISHED_DATASET_SETTINGS:
-            return sources
-        node = CN({"TRAINER": CN({"MMRL": CN(PUBLISHED_DATASET_SETTINGS[str(dataset)])})})
-        label = f"MMRL's published settings for {dataset}"
-        logger.info(f"{label}: {dict(PUBLISHED_DATASET_SETTINGS[str(dataset)])} (command-line pairs override them)")
-        return sources[:-1] + [(label, node), sources[-1]]
+        return with_dataset_settings(sources, "MMRL", PUBLISHED_DATASET_SETTINGS, "MMRL")
 
     def check_cfg(self, cfg):
         self.hparams  # noqa: B018 - parses (and checks) the node once

@@ -11,17 +11,23 @@ from .transforms import build_transform
 
 
 class DatasetWrapper(Dataset):
-    def __init__(self, data_source, transform):
+    """Items as Dassl gives them. ``views`` > 1 (DATALOADER.K_TRANSFORMS, training only): "img"
+    is a list of that many independent draws of the transform of the same image, in order, so
+    a batch's "img" is a list of ``views`` image batches."""
+
+    def __init__(self, data_source, transform, views=1):
         self.data_source = data_source
         self.transform = transform
+        self.views = views
 
     def __len__(self):
         return len(self.data_source)
 
     def __getitem__(self, idx):
         item = self.data_source[idx]
-        return {"img": self.transform(read_image(item.impath)), "label": item.label,
-                "domain": item.domain, "impath": item.impath, "index": idx}
+        img = read_image(item.impath)
+        img = self.transform(img) if self.views == 1 else [self.transform(img) for _ in range(self.views)]
+        return {"img": img, "label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
 
 
 SAMPLERS = ("RandomSampler", "SequentialSampler")
@@ -49,9 +55,10 @@ class RepeatedBatchSampler:
 
 
 def build_data_loader(data_source, transform, batch_size, sampler="SequentialSampler", is_train=False,
-                      num_workers=0, batch_sampler=None, pin_memory=False, repeat=1):
-    """``repeat`` (training): passes over ``data_source`` per epoch, see RepeatedBatchSampler."""
-    ds = DatasetWrapper(data_source, transform)
+                      num_workers=0, batch_sampler=None, pin_memory=False, repeat=1, views=1):
+    """``repeat`` (training): passes over ``data_source`` per epoch, see RepeatedBatchSampler;
+    ``views``: augmented views per image (DatasetWrapper)."""
+    ds = DatasetWrapper(data_source, transform, views)
     common = dict(num_workers=num_workers, pin_memory=pin_memory)
     if batch_sampler is None:
         if sampler not in SAMPLERS:
@@ -95,6 +102,7 @@ class DataManager:
         self.train_loader_x = build_data_loader(
             d.train_x, self.tfm_train, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TRAIN_X.SAMPLER,
             is_train=True, num_workers=nw, pin_memory=pin_memory, repeat=repeat,
+            views=cfg.DATALOADER.K_TRANSFORMS,
             batch_sampler=train_batch_sampler(d.train_x) if train_batch_sampler else None)
         self.val_loader = None
         if d.val:

@@ -30,7 +30,11 @@ Adding a method (the extension point)
    needs (``cuda_shim``, ``float_modules``, ``nohalf_attrs``: ref_side.py), ``rename`` rules for
    learnable tensors whose published names our trainer's PublishedFormat does not map, and
    ``loss_key`` when the published code logs its total loss under another name, ``ref_opts`` for
-   KEY VALUE pairs only the published train.py takes (MMRL's TASK). A diagnosis
+   KEY VALUE pairs only the published train.py takes (MMRL's TASK), ``ours_opts`` for pairs only
+   ours takes ("{code}" is the checkout's code folder: CoPrompt's descriptions), ``classes``
+   for a fixture of other class names (names a published data file covers), ``draws`` for
+   random per-step choices fed the same to both sides (CoPrompt's description index, each
+   RandAugment call reseeded). A diagnosis
    case (``of=`` the case it diagnoses, ``diagnosis={"no_half": True}`` or ``{"cuda_float":
    True}``) reruns only the published side with one precision quirk neutralised and is compared
    with that case's run of ours.
@@ -38,7 +42,8 @@ Adding a method (the extension point)
 3. Run it and put its row in docs/PARITY.md; explain every difference beyond float rounding.
 A shim the published code needs belongs in ref_side.py, never in our trainers.
 """
-from e2mim_tools.parity import cocoop, dept, ivlp, kgcoop, maple, mmrl, prograd, promptsrc, tcp
+from e2mim_tools.parity import cocoop, coprompt, dept, ivlp, kgcoop, maple, mmrl, prograd, promptsrc, tcp
 
 METHODS = {"cocoop": cocoop, "prograd": prograd, "kgcoop": kgcoop, "ivlp": ivlp, "maple": maple,
-           "promptsrc": promptsrc, "tcp": tcp, "dept": dept, "mmrl": mmrl}
+           "promptsrc": promptsrc, "tcp": tcp, "dept": dept, "mmrl": mmrl,
+           "coprompt": coprompt}

@@ -51,6 +51,15 @@ class Case:
     rename: Tuple[Tuple[str, str], ...] = ()      # published -> our parameter names, before the trainer's
     loss_key: str = "loss"      # the published loss entry compared with our "loss"
     note: str = ""
+    ours_opts: Tuple[str, ...] = ()  # KEY VALUE pairs of our run only ("{code}": the checkout's code folder)
+    classes: Tuple[str, ...] = ()    # the fixture's classes (default CLASSES), e.g. names a data file covers
+    # Random per-step choices made identical on both sides (hooks.py):
+    #   "randint": (published module, our module): each side's random.randint in that module
+    #              returns the values of one list drawn here (seeded), in order;
+    #   "reseed": (published class, our class), "module.Class": every call of the class's
+    #             instances (a transform) first seeds Python's and numpy's generators with the
+    #             call's number, so the c-th augmentation draws the same on both sides.
+    draws: dict = field(default_factory=dict)
 
     @property
     def our_trainer(self):
@@ -93,19 +102,36 @@ def make_images(root, classes=CLASSES, split_ids=SPLIT):
         json.dump(split, f)
 
 
-def fixture(out, arch):
-    """out/fixture/{<arch>.pt, images/} made once and reused."""
+def fixture(out, arch, classes=()):
+    """out/fixture/{<arch>.pt, images/} made once and reused (images_<first class>/ for a case's
+    own classes)."""
     base = os.path.join(out, "fixture")
     os.makedirs(base, exist_ok=True)
     ckpt = os.path.join(base, f"{arch}.pt")
     if not os.path.exists(ckpt):
         make_checkpoint(arch, ckpt + ".tmp")
         os.replace(ckpt + ".tmp", ckpt)
-    images = os.path.join(base, "images")
+    images = os.path.join(base, f"images_{classes[0]}" if classes else "images")
     if not os.path.exists(os.path.join(images, "caltech-101", "split_zhou_Caltech101.json")):
         shutil.rmtree(images, ignore_errors=True)
-        make_images(images)
+        make_images(images, list(classes) or CLASSES)
     return ckpt, images
+
+
+DRAWS = 1000  # fed values per run (far more than the steps of EPOCHS on the fixture)
+
+
+def draw_settings(case, side):
+    """The settings of ``side`` ("ref" or "ours") that make the case's random choices identical."""
+    out = {}
+    if "randint" in case.draws:
+        import random
+        rng = random.Random(SEED)
+        out["randint"] = {"module": case.draws["randint"][0 if side == "ref" else 1],
+                          "values": [rng.random() for _ in range(DRAWS)]}
+    if "reseed" in case.draws:
+        out["reseed"] = case.draws["reseed"][0 if side == "ref" else 1]
+    return out
 
 
 # ---- the runs ----------------------------------------------------------------------------
@@ -137,7 +163,8 @@ def train_and_eval(side, case, paths, settings, cmd, cwd, pythonpath=()):
               "--dataset-config-file", DATASET_CONFIG, "--config-file", paths["config"]]
     if side == "ours":
         common += ["--backbone", paths["ckpt"]]
-    opts = list(DETERMINISTIC) + list(case.opts) + (list(case.ref_opts) if side == "ref" else [])
+    own = case.ref_opts if side == "ref" else [o.format(code=paths["code"]) for o in case.ours_opts]
+    opts = list(DETERMINISTIC) + list(case.opts) + list(own)
     train = dict(settings, loss_log=os.path.join(d, "loss.jsonl"), eval_log=os.path.join(d, "base.pt"))
     run_logged(cmd + common + ["--output-dir", os.path.join(d, "train")] + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
                side_env(train, pythonpath), cwd, os.path.join(d, "train.log"))
@@ -152,7 +179,7 @@ def run_case(case, checkout, out, ref_python, dassl="", own_init=False):
     """Both sides of a case (a diagnosis case: the published side only), then compare().
     own_init: our run keeps the initial tensors it drew (a check of our initialisation: with
     the same draws in the same order it matches the published run without loading them)."""
-    ckpt, images = fixture(out, case.arch)
+    ckpt, images = fixture(out, case.arch, case.classes)
     code = os.path.join(checkout, case.code)
     config = os.path.join(code, case.config)
     if not os.path.isfile(os.path.join(code, "train.py")) or not os.path.isfile(config):
@@ -160,8 +187,8 @@ def run_case(case, checkout, out, ref_python, dassl="", own_init=False):
     pythonpath = [code] + [os.path.join(checkout, case.dassl) if case.dassl else dassl] + [ROOT]
     pythonpath = [p for p in pythonpath if p]
     base = os.path.join(out, case.name)
-    ref_paths = dict(run=os.path.join(base, "ref"), images=images, ckpt=ckpt, config=config)
-    ref_settings = dict(ckpt=ckpt, **case.shims, **case.diagnosis)
+    ref_paths = dict(run=os.path.join(base, "ref"), images=images, ckpt=ckpt, config=config, code=code)
+    ref_settings = dict(ckpt=ckpt, **case.shims, **case.diagnosis, **draw_settings(case, "ref"))
     if case.of:  # the diagnosis run starts from the tensors of the case it diagnoses
         ref_settings["init_load"] = os.path.join(out, case.of, "init_ref.pt")
     else:
@@ -170,7 +197,7 @@ def run_case(case, checkout, out, ref_python, dassl="", own_init=False):
                    pythonpath)
     if not case.of:
         ours_paths = dict(ref_paths, run=os.path.join(base, "ours"))
-        ours_settings = dict(trainer=case.our_trainer, rename=list(case.rename),
+        ours_settings = dict(trainer=case.our_trainer, rename=list(case.rename), **draw_settings(case, "ours"),
                              init_dump=os.path.join(base, "init_ours.pt"),
                              init_load="" if own_init else os.path.join(base, "init_ref.pt"))
         train_and_eval("ours", case, ours_paths, ours_settings, [sys.executable, "-m", "e2mim_tools.parity.ours_side"],

@@ -10,9 +10,14 @@ the published code's interpreter):
 - exchange_init(TrainerClass, dump, load, rename): after the trainer's ``__init__`` (the model
   and optimizer built), the learnable tensors it drew are written to ``dump`` (name -> fp32 tensor), then
   tensors read from ``load`` are copied in place (same name and shape; others are reported),
-  with ``rename`` (a function of the loaded name) mapping the published names to ours.
+  with ``rename`` (a function of the loaded name) mapping the published names to ours;
+- install_draws(settings): fixed_randint(module, values) and reseed_per_call(class path), the
+  same random per-step choices on both sides (common.Case.draws).
 """
+import importlib
 import json
+import random
+import types
 
 import torch
 
@@ -84,3 +89,51 @@ def exchange_init(trainer_cls, dump=None, load=None, rename=None, before=None):
             print(f"[parity] loaded {len(loaded)} initial learnable tensors from {load}", flush=True)
 
     trainer_cls.__init__ = init_then_exchange
+
+
+class FedRandom(types.SimpleNamespace):
+    """Stands for the ``random`` module inside one module: randint(a, b) maps the next fed
+    uniform value u in [0, 1) to a + floor(u * (b - a + 1)); everything else is ``random``'s."""
+
+    def __init__(self, values):
+        super().__init__(**{k: getattr(random, k) for k in dir(random) if not k.startswith("_") and k != "randint"})
+        self._values, self._next = list(values), 0
+
+    def randint(self, a, b):
+        u = self._values[self._next]
+        self._next += 1
+        return a + int(u * (b - a + 1))
+
+
+def fixed_randint(module_name, values):
+    """The module's random.randint returns the fed draws, in order (the module is imported here,
+    so its later importers get the same module object)."""
+    module = importlib.import_module(module_name)
+    module.random = FedRandom(values)
+
+
+def reseed_per_call(class_path):
+    """Each call of the class's instances first seeds Python's and numpy's global generators
+    with the call's number (0, 1, ...), so the c-th call draws the same in both codes whatever
+    was drawn before it."""
+    import numpy as np
+
+    module_name, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    call, count = cls.__call__, [0]
+
+    def seeded_call(self, *args, **kwargs):
+        random.seed(count[0])
+        np.random.seed(count[0])
+        count[0] += 1
+        return call(self, *args, **kwargs)
+
+    cls.__call__ = seeded_call
+
+
+def install_draws(spec):
+    """The case's fed random choices (common.Case.draws, in a side's settings), on either side."""
+    if spec.get("randint"):
+        fixed_randint(spec["randint"]["module"], spec["randint"]["values"])
+    if spec.get("reseed"):
+        reseed_per_call(spec["reseed"])

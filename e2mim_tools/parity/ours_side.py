@@ -50,6 +50,7 @@ def main(argv):
         hooks.record_logits(evaluation.Classification, spec["eval_log"])
     rename = renamer(spec["trainer"], [tuple(r) for r in spec.get("rename", [])])
     hooks.exchange_init(trainer.TrainerBase, spec.get("init_dump"), spec.get("init_load"), rename)
+    hooks.install_draws(spec)
     from e2mim_tools.train import main as train
     return train(argv)
 

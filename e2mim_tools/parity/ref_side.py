@@ -17,6 +17,7 @@ Shims (what current torch or a CPU machine needs; none changes the math):
   - float_modules: submodules cast to fp32 after build_model (a learnable module the published
     code leaves in fp16 even at PREC fp32, which F.linear cannot mix with fp32 inputs);
   - nohalf_attrs: tensor attributes (and tensors computed from them) whose .half() is a no-op;
+  - numpy_int: numpy's removed alias np.int (= int), which Dassl's RandAugment still uses;
   - adam_eps: torch.optim.Adam's default eps (TCP's README has users edit Dassl's optimizer to
     pass eps=1e-3; this makes the installed Dassl do what the edited one does).
 Diagnosis switches (not parity settings; they neutralise a published precision quirk to show
@@ -69,6 +70,10 @@ def install_shims(spec):
             adam_init(self, params, *args, **kwargs)
 
         torch.optim.Adam.__init__ = adam_with_eps
+    if spec.get("numpy_int"):
+        import numpy as np
+        if not hasattr(np, "int"):
+            np.int = int
     modules = [f"{p}.clip" for p in spec.get("clip_packages", ["clip"])] + spec.get("download_modules", [])
     for name in modules:  # the checkout's copies of the clip package
         importlib.import_module(name)._download = lambda url, root=None, *a, **k: spec["ckpt"]
@@ -98,6 +103,7 @@ def main(argv):
     if spec.get("eval_log"):
         hooks.record_logits(Classification, spec["eval_log"])
     hooks.exchange_init(SimpleTrainer, spec.get("init_dump"), spec.get("init_load"), before=precision_shims(spec))
+    hooks.install_draws(spec)
     sys.argv = ["train.py"] + argv
     runpy.run_module("train", run_name="__main__", alter_sys=True)  # the checkout's, first on the path
 

@@ -1,0 +1,1 @@
+../lib/protocol_script.sh
