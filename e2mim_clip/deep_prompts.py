@@ -73,6 +73,13 @@ def encoder_shapes(clip_model):
             "text_width": t.width, "text_layers": len(t.blocks)}
 
 
+def coupled_depth(clip_model, depth, key):
+    """check_depth of a prompt depth that enters both towers (MaPLe's coupled prompts): at least
+    1, at most the shallower tower's layers."""
+    shapes = encoder_shapes(clip_model)
+    return check_depth(depth, min(shapes["text_layers"], shapes["vision_layers"]), key, low=1)
+
+
 def check_depth(depth, layers, key, low=0):
     """The prompt depth to use: ConfigError below ``low``; above the encoder's layer count it
     is clamped with a note (what the published code does silently), so the published files

@@ -259,6 +259,12 @@ class PromptTrainer(ClipTrainer):
         self.model_backward_and_update(loss)
         return {"loss": loss.item(), "acc": compute_accuracy(output, label)}
 
+    def update_on_losses(self, losses, logits, label):
+        """The rest of a step whose losses are {name: tensor, "loss": the total}: back-propagate
+        the total, log every term and the training accuracy of ``logits``."""
+        self.model_backward_and_update(losses["loss"])
+        return {**{k: v.item() for k, v in losses.items()}, "acc": compute_accuracy(logits, label)}
+
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
         self.model.clip.eval()  # frozen: dropout/batch-norm always in eval mode

@@ -55,15 +55,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from e2mim_clip.deep_prompts import (DeepPromptCLIP, DeepPromptTrainer, MaPLePromptLearner, check_depth,
-                                     encoder_shapes)
+from e2mim_clip.deep_prompts import DeepPromptCLIP, DeepPromptTrainer, MaPLePromptLearner, coupled_depth
 from e2mim_clip.prompting import cosine_consistency, tokenize
 from e2mim_clip.templates import ENSEMBLE_TEMPLATES, dataset_template
 from e2mim_clip.towers import towers
 from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.config import with_dataset_settings
 from e2mim_engine.errors import ConfigError, DataError
-from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import AT_LEAST_0, IN_0_1, POSITIVE_INT, config_node, option
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
@@ -247,9 +245,7 @@ class CoPrompt(DeepPromptTrainer):
 
     def build_prompt_learner(self, clip_model):
         c = self.cfg_node()
-        shapes = encoder_shapes(clip_model)
-        depth = check_depth(c.PROMPT_DEPTH, min(shapes["text_layers"], shapes["vision_layers"]),
-                            "TRAINER.COPROMPT.PROMPT_DEPTH", low=1)
+        depth = coupled_depth(clip_model, c.PROMPT_DEPTH, "TRAINER.COPROMPT.PROMPT_DEPTH")
         return CoPromptLearner(clip_model, self.classnames, c.N_CTX, c.CTX_INIT, depth,
                                self.hparams.adapter_reduction, key="TRAINER.COPROMPT.N_CTX")
 
@@ -320,11 +316,7 @@ class CoPrompt(DeepPromptTrainer):
 
     def forward_backward(self, batch):
         image, teacher_image, label = self.parse_batch_train(batch)
-        losses, logits = self.compute_losses(image, teacher_image, label)
-        self.model_backward_and_update(losses["loss"])
-        out = {k: v.item() for k, v in losses.items()}
-        out["acc"] = compute_accuracy(logits, label)
-        return out
+        return self.update_on_losses(*self.compute_losses(image, teacher_image, label), label)
 
     def result_metadata(self):
         c = self.hparams

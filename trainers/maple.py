@@ -15,7 +15,7 @@ depth above the encoders' layer count prompts every layer (logged).
 """
 from yacs.config import CfgNode as CN
 
-from e2mim_clip.deep_prompts import DeepPromptTrainer, MaPLePromptLearner, check_depth, encoder_shapes
+from e2mim_clip.deep_prompts import DeepPromptTrainer, MaPLePromptLearner, coupled_depth
 from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.trainer import TRAINER_REGISTRY
 
@@ -39,8 +39,6 @@ class MaPLe(DeepPromptTrainer):
 
     def build_prompt_learner(self, clip_model):
         c = self.cfg_node()
-        shapes = encoder_shapes(clip_model)
-        depth = check_depth(c.PROMPT_DEPTH, min(shapes["text_layers"], shapes["vision_layers"]),
-                            "TRAINER.MAPLE.PROMPT_DEPTH", low=1)
+        depth = coupled_depth(clip_model, c.PROMPT_DEPTH, "TRAINER.MAPLE.PROMPT_DEPTH")
         return MaPLePromptLearner(clip_model, self.classnames, c.N_CTX, c.CTX_INIT, depth,
                                   key="TRAINER.MAPLE.N_CTX")

@@ -54,7 +54,6 @@ from e2mim_clip.towers import towers
 from e2mim_engine.checkpoint import PublishedFormat
 from e2mim_engine.config import with_dataset_settings
 from e2mim_engine.errors import ConfigError
-from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.method_config import AT_LEAST_0, IN_0_1, POSITIVE_INT, config_node, option
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
@@ -262,11 +261,7 @@ class MMRL(DeepPromptTrainer):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        losses, fused = self.compute_losses(image, label)
-        self.model_backward_and_update(losses["loss"])
-        out = {k: v.item() for k, v in losses.items()}
-        out["acc"] = compute_accuracy(fused, label)
-        return out
+        return self.update_on_losses(*self.compute_losses(image, label), label)
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
@@ -282,7 +277,6 @@ class MMRL(DeepPromptTrainer):
             return self.model(image, self.eval_text_features(), fusion=self._fusion, alpha=self.hparams.alpha)
 
     def result_metadata(self):
-        c = self.hparams
         pl = self.model.prompt_learner
         return {"templates": self.templates, "rep_layers": list(pl.rep_layers),
                 "inference": "fusion" if self.uses_fusion() else "class_token",

@@ -34,7 +34,6 @@ from e2mim_clip.deep_prompts import VL_PUBLISHED, DeepPromptTrainer, ivlp_node
 from e2mim_clip.prompting import tokenize
 from e2mim_clip.towers import towers
 from e2mim_engine.method_config import AT_LEAST_0, config_node, option
-from e2mim_engine.evaluation import compute_accuracy
 from e2mim_engine.trainer import TRAINER_REGISTRY
 from e2mim_engine.utils import logger
 
@@ -160,11 +159,7 @@ class PromptSRC(DeepPromptTrainer):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        losses, logits = self.compute_losses(image, label)
-        self.model_backward_and_update(losses["loss"])
-        out = {k: v.item() for k, v in losses.items()}
-        out["acc"] = compute_accuracy(logits, label)
-        return out
+        return self.update_on_losses(*self.compute_losses(image, label), label)
 
     @torch.no_grad()
     def aggregate_prompts(self):
