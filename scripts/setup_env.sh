@@ -30,6 +30,13 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || \
          fi &&
          .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"; } > "$LOG" 2>&1; then
     tail -n 40 "$LOG" >&2
+    if grep -q "No space left on device" "$LOG"; then
+      # The CUDA build of torch alone unpacks to about 5.5 GB; say so rather than leave the
+      # reader to guess from pip's last line.
+      echo "The disk filled up: the pinned stack needs about 6 GB in .venv and pip's temporary folder" \
+           "(${TMPDIR:-/tmp}); $(df -h . | awk 'NR == 2 {print $4}') is free here now. Free some space," \
+           "or on Linux set E2MIM_CPU_ONLY=1 (CPU wheels, about 1 GB), and run again." >&2
+    fi
     echo "Installing into .venv failed (full log: $LOG)." >&2
     exit 1
   fi
