@@ -59,6 +59,10 @@ LOCAL_BACKBONES = {
         "tiny_clip_compworld_seed0.pt",
         "713cae98bba2934c7b5e5f8728d1de5b0c977eee9f32f35235bb32e4b0f54f95",
         "the tiny CLIP of the CompWorld worlds (pretraining seed 0)"),
+    "compworld-tiny-deep": LocalBackbone(
+        "tiny_clip_compworld_deep_seed0.pt",
+        "a6d2561255c445dadd4c9a2e599fe35e73387ca85b12c63e206c22fb6435e0fd",
+        "the CPU bench's tiny CLIP: compworld-tiny with a 6-layer text tower (pretraining seed 0)"),
 }
 
 

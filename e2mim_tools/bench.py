@@ -27,6 +27,7 @@ from collections import OrderedDict
 import yaml
 
 from e2mim_clip.loader import LOCAL_BACKBONES
+from .tiny_clip import DEFAULTS as TINY_DEFAULTS, RECIPES as TINY_RECIPES
 
 from .protocols import METHODS
 from .published import REPORTED_BASE2NEW
@@ -40,9 +41,10 @@ BENCH_CFG = "compworld_bench"          # configs/trainers/<T>/compworld_bench.ya
 BENCH_SWEEP = "bench.yaml"              # configs/sweeps/bench.yaml
 NEWER_SWEEP = "bench_newer.yaml"        # configs/sweeps/bench_newer.yaml: the newer methods, beside the bench
 SELECT_SWEEP = "e2mim_select.yaml"      # configs/sweeps/e2mim_select.yaml: E2MIM's candidates
-BACKBONE = "compworld-tiny"
-# The tiny CLIP's towers (e2mim_tools.tiny_clip.DEFAULTS) against ViT-B/16's 12 layers each.
-VISION_LAYERS, TEXT_LAYERS, PUBLISHED_LAYERS = 4, 3, 12
+BACKBONE = "compworld-tiny-deep"
+# The bench tiny CLIP's towers (its recipe in e2mim_tools.tiny_clip) against ViT-B/16's 12 layers each.
+_TOWERS = dict(TINY_DEFAULTS, **TINY_RECIPES[BACKBONE])
+VISION_LAYERS, TEXT_LAYERS, PUBLISHED_LAYERS = _TOWERS["vision_layers"], _TOWERS["text_layers"], 12
 INPUT_SIZE = (64, 64)
 VAL_IMAGES_PER_CLASS = 60   # all of CompWorldBench's validation images of a class (its split: 150/60/90)
 # The learning rate is the published one times a factor: the tiny CLIP's prompts move its
@@ -111,10 +113,10 @@ MAX_WALL_MINUTES = 60
 # ------------------------------------------------------------------------------------------
 SCALING_RULE = """\
 A bench recipe is the method's published base-to-new recipe (the methods table's cfg) with:
-1. INPUT.SIZE (64, 64), MODEL.BACKBONE.NAME compworld-tiny: the tiny CLIP's input and weights;
+1. INPUT.SIZE (64, 64), MODEL.BACKBONE.NAME compworld-tiny-deep: the bench tiny CLIP's input and weights;
 2. TRAINER.<NODE>.PREC fp32 and DATALOADER.NUM_WORKERS 0: the CPU;
 3. every prompt depth d (of ViT-B/16's 12 layers) scaled to the tiny CLIP's towers,
-   max(1, round(d * L / 12)) with L = 4 vision layers, 3 text layers, and the smaller of the two
+   max(1, round(d * L / 12)) with L = 4 vision layers, 6 text layers, and the smaller of the two
    for a depth that prompts both towers (MaPLe's PROMPT_DEPTH);
    likewise every layer number l of a list that enters both towers (MMRL's REP_LAYERS, from 1):
    max(2, round(l * L / 12)) with L the smaller tower, repeats dropped;

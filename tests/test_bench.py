@@ -18,12 +18,14 @@ def test_shipped_bench_recipes_are_the_scaling_rules_output():
 def test_rule_scales_depths_and_keeps_the_published_optimisation():
     assert [bench.scaled_depth(d, 4) for d in (1, 3, 9, 12)] == [1, 1, 3, 4]
     assert [bench.scaled_depth(d, 3) for d in (1, 9, 12)] == [1, 2, 3]
+    assert [bench.scaled_depth(d, 6) for d in (1, 3, 9, 12)] == [1, 2, 5, 6]   # 4.5 rounds up
+    assert (bench.VISION_LAYERS, bench.TEXT_LAYERS) == (4, 6)   # the bench tiny CLIP's towers, from its recipe
     r = bench.bench_recipe("PromptSRC")
     node = r["TRAINER"]["PROMPTSRC"]
-    assert (node["PROMPT_DEPTH_VISION"], node["PROMPT_DEPTH_TEXT"], node["PREC"]) == (3, 2, "fp32")
+    assert (node["PROMPT_DEPTH_VISION"], node["PROMPT_DEPTH_TEXT"], node["PREC"]) == (3, 5, "fp32")
     assert (node["TEXT_LOSS_WEIGHT"], node["IMAGE_LOSS_WEIGHT"], node["GPA_MEAN"]) == (25, 10, 15)
     assert r["OPTIM"]["LR"] == pytest.approx(0.0025 * bench.lr_factor("PromptSRC")) and r["OPTIM"]["MAX_EPOCH"] == 20 and r["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 4
-    assert bench.bench_recipe("MaPLe")["TRAINER"]["MAPLE"]["PROMPT_DEPTH"] == 2   # both towers: the text's 3 layers
+    assert bench.bench_recipe("MaPLe")["TRAINER"]["MAPLE"]["PROMPT_DEPTH"] == 3   # both towers: the vision's 4 layers
     coop = bench.bench_recipe("CoOp")
     assert coop["OPTIM"]["LR"] == pytest.approx(0.002 * bench.lr_factor("CoOp"))
     # the step-count rule: the median benchmark's 51 base classes over 24 -> two passes an epoch;
@@ -35,7 +37,7 @@ def test_rule_scales_depths_and_keeps_the_published_optimisation():
     zs = bench.bench_recipe("ZeroshotCLIP")["DATALOADER"]
     assert "REPEAT" not in zs.get("TRAIN_X", {}) and "FEATURE_CACHE" not in zs
     assert coop["INPUT"]["RRCROP_SCALE"] == "(0.5, 1.0)"
-    assert coop["MODEL"]["BACKBONE"]["NAME"] == "compworld-tiny" and coop["INPUT"]["SIZE"] == "(64, 64)"
+    assert coop["MODEL"]["BACKBONE"]["NAME"] == bench.BACKBONE == "compworld-tiny-deep" and coop["INPUT"]["SIZE"] == "(64, 64)"
 
 
 def test_spearman_by_hand():
