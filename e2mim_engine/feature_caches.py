@@ -28,7 +28,7 @@ class FeatureCaches:
         with ``views``), one object per run."""
         identity = dict(self.identity(), transform=repr(transform))
         if views:
-            identity["views"] = "seeded per image and view (e2mim_engine.data.feature_cache.view_seed)"
+            identity["views"] = "seeded per image content and view (e2mim_engine.data.feature_cache.view_seed)"
         store = FeatureStore(cache_root(self.folder), identity)
         return self._stores.setdefault(store.id, store)
 

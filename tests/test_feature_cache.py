@@ -249,6 +249,31 @@ def test_training_views_are_seeded_and_shared(tmp_path):
     assert (hits, enc) == (3 * len(items), len(items))  # K=4 reuses the 3 views of K=3
 
 
+def test_training_views_are_the_same_wherever_and_whenever_the_images_were_written(tmp_path):
+    """Another machine renders the world into another folder at another time: its views (and so
+    every cached-view run) must be the ones documented here. An image with other bytes gets others."""
+    import shutil
+    items = Items.make(str(tmp_path / "here"))
+    moved = []
+    for d in items:
+        dst = str(tmp_path / "there" / "sub" / os.path.basename(d.impath))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(d.impath, dst)               # a new file: another path, another mtime
+        os.utime(dst, ns=(1_000_000_000, 1_000_000_000))
+        moved.append(Datum(dst, d.label))
+    cpu = torch.device("cpu")
+    def views(folder, its):
+        return cached_views(FeatureStore(str(tmp_path / folder), {"v": 1}), its, Items.transform, Items.encode, 3,
+                            cpu, 4)[0]
+
+    a, b = views("a", items), views("b", moved)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    from PIL import Image
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(moved[0].impath)
+    c = views("c", moved)
+    assert not torch.equal(c[0], a[0]) and torch.equal(c[1:], a[1:])
+
+
 def test_view_choice_depends_on_seed_and_epoch_only(tmp_path):
     feats = torch.randn(10, 4, 3)
 

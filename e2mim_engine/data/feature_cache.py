@@ -68,12 +68,20 @@ def image_key(path):
     return hashlib.sha1(ident.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def content_key(path):
+    """A hash of an image file's bytes. Training views are seeded by it, not by ``image_key``: the
+    same image gives the same views on every machine, wherever its folder lies and whenever it was
+    written (a path or a modification time in the seed made two machines train on other views)."""
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
 def view_key(key, view):
     return f"{key}/{view}"
 
 
 def view_seed(key, view):
-    """The torch seed of training view ``view`` of the image keyed ``key``."""
+    """The torch seed of training view ``view`` of the image whose ``content_key`` is ``key``."""
     digest = hashlib.sha256(f"e2mim-view:{key}:{int(view)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
@@ -228,7 +236,8 @@ def cached_views(store, items, transform, encode, views, device, batch_size, num
     rows, missing = store.lookup(keys)
     if missing:
         loader_kw = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        seeds = [view_seed(base[i // views], i % views) for i in missing]
+        content = {j: content_key(items[j].impath) for j in sorted({i // views for i in missing})}
+        seeds = [view_seed(content[i // views], i % views) for i in missing]
         new = _fill(store, [keys[i] for i in missing], items, transform, encode, [i // views for i in missing],
                     seeds, loader_kw, device)
         for j, i in enumerate(missing):
