@@ -27,7 +27,7 @@ from collections import OrderedDict
 import yaml
 
 from e2mim_clip.loader import LOCAL_BACKBONES
-from .tiny_clip import DEFAULTS as TINY_DEFAULTS, RECIPES as TINY_RECIPES
+from .tiny_clip import DEFAULTS as TINY_DEFAULTS, RECIPES as TINY_RECIPES, build
 
 from .protocols import METHODS
 from .published import REPORTED_BASE2NEW
@@ -601,7 +601,6 @@ def main(argv=None):
     sw = _sweep(a.data, a.output, a.seeds, name)
     if a.cmd == "run":
         from .sweep.cli import main as sweep_main
-        from .tiny_clip import build
         build(BACKBONE, log=lambda m: print(m, flush=True))
         args = ["run", os.path.join(repo_configs(), "sweeps", name), "--data", a.data,
                 "--slots", str(a.slots), "--no-report"]

@@ -51,6 +51,18 @@ def demo_args(root, out, *extra, trainer="CoOp", seed=1):
             "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "VERBOSE", False, *extra]
 
 
+def build_demo_tiny(trainer, root, out, *extra, epochs=1):
+    """``trainer`` by its own demo_tiny.yaml on the Demo dataset: 2 shots, batch 4, seed 1."""
+    from e2mim_engine.seeding import set_random_seed
+    from e2mim_engine.trainer import build_trainer
+    cfg = make_cfg("--root", root, "--seed", 1, "--trainer", trainer, "--dataset-config-file", DEMO_CFG,
+                   "--config-file", os.path.join(ROOT, "configs", "trainers", trainer, "demo_tiny.yaml"),
+                   "--output-dir", str(out), "DATASET.NUM_SHOTS", 2, "OPTIM.MAX_EPOCH", epochs,
+                   "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "VERBOSE", False, *extra)
+    set_random_seed(1)
+    return build_trainer(cfg)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; run them with `pytest -m cuda` on a GPU machine "
                                        "(scripts/gpu_check.sh does), skipped where torch sees none")

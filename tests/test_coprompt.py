@@ -11,12 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DEMO_CFG, ROOT, make_cfg
+from conftest import DEMO_CFG, ROOT, build_demo_tiny, make_cfg
 from e2mim_clip.deep_prompts import DeepPromptCLIP
 from e2mim_clip.prompting import clip
 from e2mim_engine.errors import ConfigError, DataError
-from e2mim_engine.seeding import set_random_seed
-from e2mim_engine.trainer import build_trainer
 from e2mim_trainers.coprompt import PUBLISHED_DATASET_SETTINGS, coprompt_losses
 
 CFG_DIR = os.path.join(ROOT, "configs", "trainers", "CoPrompt")
@@ -74,12 +72,7 @@ def write_descriptions(folder, classnames, n=3, name="demo"):
 
 
 def build(root, out, *extra, epochs=1):
-    cfg = make_cfg("--root", root, "--seed", 1, "--trainer", "CoPrompt", "--dataset-config-file", DEMO_CFG,
-                   "--config-file", os.path.join(CFG_DIR, "demo_tiny.yaml"), "--output-dir", str(out),
-                   "DATASET.NUM_SHOTS", 2, "OPTIM.MAX_EPOCH", epochs, "DATALOADER.TRAIN_X.BATCH_SIZE", 4,
-                   "VERBOSE", False, *extra)
-    set_random_seed(1)
-    return build_trainer(cfg)
+    return build_demo_tiny("CoPrompt", root, out, *extra, epochs=epochs)
 
 
 def test_loss_by_hand_on_small_tensors():
