@@ -24,8 +24,8 @@ memory. ``e2mim-cache info|clear`` (e2mim_tools.cache) reports and removes store
 Root: DATALOADER.FEATURE_CACHE.DIR, else $E2MIM_FEATURE_CACHE, else ~/.cache/e2mim/features.
 
 Training views (DATALOADER.FEATURE_CACHE.TRAIN_VIEWS = K): view v of an image is the train
-transform under a torch seed that is a hash of the image key and v, so a view is the same
-whenever and wherever it is computed (and K = 8 reuses the 4 views of a K = 4 run). Each
+transform under a torch seed that is a hash of the image file's bytes (``content_key``) and v,
+so a view is the same whenever and wherever it is computed (and K = 8 reuses the 4 views of a K = 4 run). Each
 epoch ``CachedFeatureLoader`` picks one view per image from a generator seeded by
 (SEED, epoch), and batches in the order of the run's own batch sampler, so a resumed run
 sees exactly what the uninterrupted run saw.
