@@ -68,6 +68,8 @@ DEFAULTS = dict(
     eval_per_class=32,
     render_size=64,        # images are rendered at this size, then resized like clip's preprocess
     logit_scale=100.0,     # fixed at this value (CLIP ended at 100); 0: learned from CLIP's start, 1/0.07
+    prefix_noise=0.0,      # share of captions given random vocabulary tokens after the start token
+    prefix_max=16,         # 1 to this many of them (a learned context of 16 vectors sits there)
 )
 
 
@@ -185,6 +187,32 @@ _MEAN = (0.48145466, 0.4578275, 0.40821073)
 _STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# Ordinary BPE tokens of clip's vocabulary: ids below the start (49406) and end (49407) tokens.
+FIRST_SPECIAL_TOKEN = 49406
+
+
+def add_prefix_noise(tokens, rng, p, max_words):
+    """Captions (token rows: start token, words, end token, zeros) where a share ``p`` of the rows
+    gets 1 to ``max_words`` tokens drawn uniformly from the vocabulary right after the start token,
+    the caption's own tokens shifted behind them. Why: the captions alone are at most 16 tokens,
+    so the text tower never read a class name behind a prompt method's 16 context vectors (which
+    start as random embeddings, like these never-trained tokens); real captions are longer and
+    noisier. Draws from ``rng`` (a numpy Generator) only when ``p`` > 0, so recipes without it
+    keep their weights bit for bit."""
+    import torch
+    if p <= 0:
+        return tokens
+    n, length = tokens.shape
+    k = np.where(rng.random(n) < p, rng.integers(1, max_words + 1, size=n), 0)
+    words = torch.from_numpy(rng.integers(1, FIRST_SPECIAL_TOKEN, size=(n, max_words)))
+    out = tokens.new_zeros((n, length + int(k.max())))
+    out[:, 0] = tokens[:, 0]
+    for i, ki in enumerate(k.tolist()):
+        out[i, 1:1 + ki] = words[i, :ki]
+        out[i, 1 + ki:length + ki] = tokens[i, 1:]
+    return out
+
+
 def _normalize(u8):
     import torch
     mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
@@ -285,7 +313,9 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
     log(f"split: {len(data.base)} seen (colour, shape) pairs ({len(data.combos)} combos) for pretraining "
         f"(a dataset's base classes are among them), {len(data.new)} pairs never seen together held out; "
         f"{len(data.texts)} distinct captions, "
-        f"text context cut to {data.text_len} tokens")
+        f"text context cut to {data.text_len} tokens"
+        + (f", plus 1-{cfg['prefix_max']} random tokens after the start token in a share {cfg['prefix_noise']} "
+           f"of the captions" if cfg["prefix_noise"] > 0 else ""))
     model = build_model(cfg).float()
     if cfg["logit_scale"] > 0:
         # Fixed where CLIP's ended (100): the published prompt-tuning losses and learning rates
@@ -315,7 +345,7 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
         img_idx, cap_idx, combo = data.batch(rng, cfg["batch_size"], cfg["p_partial"])
         images = _normalize(data.images[torch.from_numpy(img_idx)])
         cap_idx = torch.from_numpy(cap_idx)
-        tokens = data.tokens[cap_idx]
+        tokens = add_prefix_noise(data.tokens[cap_idx], rng, cfg["prefix_noise"], cfg["prefix_max"])
         fi = model.encode_image(images)
         ft = encode_text_prefix(model, tokens)
         fi = fi / fi.norm(dim=-1, keepdim=True)

@@ -113,3 +113,26 @@ def test_resolving_a_backbone_imports_no_dataset_and_trains_nothing(tmp_path):
                        env=dict(os.environ, E2MIM_CACHE_DIR=str(tmp_path)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path / LOCAL_BACKBONES["compworld-tiny"].file)
+
+
+def test_prefix_noise_puts_random_words_between_start_token_and_caption():
+    import numpy as np
+    sot, eot = tiny_clip.FIRST_SPECIAL_TOKEN, tiny_clip.FIRST_SPECIAL_TOKEN + 1
+    tokens = torch.tensor([[sot, 320, 736, 7117, eot, 0], [sot, 320, 1746, 269, 12, eot]])
+    rng = np.random.default_rng(5)
+    assert tiny_clip.add_prefix_noise(tokens, rng, 0.0, 16) is tokens
+    assert rng.bit_generator.state == np.random.default_rng(5).bit_generator.state  # nothing drawn at p = 0
+    # the same draws by hand: which rows, how many words, which words
+    ref = np.random.default_rng(18)  # the first row gets 3 words, the second none
+    use = ref.random(2) < 0.5
+    k = np.where(use, ref.integers(1, 4, size=2), 0)
+    words = ref.integers(1, sot, size=(2, 3))
+    out = tiny_clip.add_prefix_noise(tokens, np.random.default_rng(18), 0.5, 3)
+    assert k.tolist() == [3, 0] and out.shape == (2, 9)
+    for i in range(2):
+        row = out[i].tolist()
+        assert row[0] == sot and row[1:1 + k[i]] == words[i, :k[i]].tolist()
+        assert row[1 + k[i]:6 + k[i]] == tokens[i, 1:].tolist() and not any(row[6 + k[i]:])
+        assert int(out[i].argmax()) == int(tokens[i].argmax()) + k[i]  # the end token is still read
+    out = tiny_clip.add_prefix_noise(tokens, np.random.default_rng(7), 1.0, 3)
+    assert (out[:, 1] < sot).all() and (out[:, 1] > 0).all()  # every row got at least one ordinary token
