@@ -138,6 +138,10 @@ def test_trainer_step_puts_the_projected_gradient_on_the_context(demo_root, tmp_
         assert abs(torch.dot(got.flatten(), g_kl.flatten())) < 1e-4 * got.norm() * g_kl.norm()
     assert out["xe_loss"] == pytest.approx(ce, rel=1e-5) and out["loss"] == out["xe_loss"]
     assert out["kl_loss"] == pytest.approx(kl, rel=1e-5)
+    diag = t.epoch_diagnostics()  # the step's conflict, logged per epoch
+    assert diag["conflict_share"] == (1.0 if sign > 0 else 0.0)
+    assert diag["grad_cos"] == pytest.approx(float(dot / (g_ce.norm() * g_kl.norm())), rel=1e-4)
+    assert "conflict_share" not in t.epoch_diagnostics()  # counted afresh each epoch
 
 
 def test_amp_scaler_sees_the_scaled_projection(demo_root, tmp_path):

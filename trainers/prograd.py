@@ -23,6 +23,9 @@ template before the class name, placed in the last positions of the N_CTX vector
 before them, as ProGrad's code does (it counts words, this counts tokens; they differ for
 templates with a comma). Any other string: those words, the same way; "": N(0, 0.02).
 
+Diagnostics (diagnostics.json, per epoch, besides the prompt's): conflict_share, the share of
+steps where g_ce . g_kl < 0 (the projection acted), and grad_cos, the mean cos(g_ce, g_kl).
+
 Precision: fp32, fp16, bf16 and amp. Under amp's GradScaler both gradients come from the
 same scaled losses (scale s): the projection is homogeneous (proj(s a, s b) = s proj(a, b)),
 so the scaler's unscale, overflow check and step see exactly s * g.
@@ -180,6 +183,7 @@ class ProGrad(PromptTrainer):
         g_kl = torch.autograd.grad(scaled_kl, params, retain_graph=True, allow_unused=True)
         self.model_zero_grad()
         self.model_backward(loss_ce)  # same scale as the KL pass under amp
+        dot = n_ce = n_kl = 0.0
         for p, gk in zip(params, g_kl):
             if p.grad is None or gk is None:
                 continue
@@ -189,8 +193,28 @@ class ProGrad(PromptTrainer):
                                     f"training stopped. Try a lower OPTIM.LR, or PREC fp32/amp.")
                 p.grad.fill_(float("nan"))  # an overflow: the scaler skips this step and lowers its scale
                 continue
+            g, k = p.grad.detach().flatten().float(), gk.detach().flatten().float()
+            dot, n_ce, n_kl = dot + float(g @ k), n_ce + float(g @ g), n_kl + float(k @ k)
             p.grad = project_gradient(p.grad, gk, lam)
+        if n_ce > 0 and n_kl > 0:
+            self._grad_stats.append((dot < 0, dot / (n_ce * n_kl) ** 0.5))
         self.model_update()
+
+    @functools.cached_property
+    def _grad_stats(self):
+        """(conflict, cos(g_ce, g_kl)) of each step since the last epoch_diagnostics."""
+        return []
+
+    def epoch_diagnostics(self):
+        """Besides the prompt's: conflict_share, the share of the epoch's steps whose CE gradient
+        fought the zero-shot one (and was projected), and grad_cos, their mean cosine."""
+        out = super().epoch_diagnostics()
+        stats = self._grad_stats
+        if stats:
+            out["conflict_share"] = sum(c for c, _ in stats) / len(stats)
+            out["grad_cos"] = sum(c for _, c in stats) / len(stats)
+            stats.clear()
+        return out
 
     def hyperparameters(self):
         # the loss's keys live in Dassl's LOSS node, not in the method's
