@@ -49,9 +49,8 @@ PROGRESS_SECONDS = 20
 def recipe_backbone(recipe):
     """The backbone a world's recipes name (CoOp's file speaks for all: the bench's rule gives
     every method the same one)."""
-    import yaml
-    with open(os.path.join("configs", "trainers", "CoOp", f"{recipe}.yaml")) as f:
-        return yaml.safe_load(f)["MODEL"]["BACKBONE"]["NAME"]
+    from e2mim_tools.sweep.spec import read_yaml
+    return read_yaml(os.path.join("configs", "trainers", "CoOp", f"{recipe}.yaml"))["MODEL"]["BACKBONE"]["NAME"]
 
 
 def prepare_backbone(name):

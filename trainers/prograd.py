@@ -158,6 +158,7 @@ class ProGrad(PromptTrainer):
 
     def build_model(self):
         super().build_model()
+        self._grad_stats = []  # (conflict, cos(g_ce, g_kl)) of each step since the last epoch_diagnostics
         c, loss = self.hparams, self.loss_hparams
         self.build_handcrafted_view(c.template_set, what=f"ProGrad (keys from {c.keys_from}; LAMBDA "
                                                          f"{loss.lam}, T {loss.t}) zero-shot teacher")
@@ -199,11 +200,6 @@ class ProGrad(PromptTrainer):
         if n_ce > 0 and n_kl > 0:
             self._grad_stats.append((dot < 0, dot / (n_ce * n_kl) ** 0.5))
         self.model_update()
-
-    @functools.cached_property
-    def _grad_stats(self):
-        """(conflict, cos(g_ce, g_kl)) of each step since the last epoch_diagnostics."""
-        return []
 
     def epoch_diagnostics(self):
         """Besides the prompt's: conflict_share, the share of the epoch's steps whose CE gradient
