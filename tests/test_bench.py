@@ -123,6 +123,42 @@ def test_learning_rate_rule_by_hand():
         bench.choose_lr({3.0: 60.0, 1.0: 61.0})
 
 
+def test_learning_rate_choice_averages_its_seeds_and_needs_every_one(tmp_path, monkeypatch):
+    """`choose-lr` takes each factor's mean over LR_CHOICE_SEEDS: a factor that wins on seed 1
+    alone but not on the mean is not chosen, and a missing seed is an error naming it."""
+    from e2mim_tools.sweep.spec import expand, load
+    assert bench.LR_CHOICE_SEEDS == (1, 2, 3)
+    out = tmp_path / "out"
+    (tmp_path / "data").mkdir()
+    sw = load(os.path.join(bench.repo_configs(), "sweeps", "bench_lr.yaml"),
+              {"data": str(tmp_path / "data"), "output": str(out), "seeds": [1, 2, 3]})
+    tags = {m.label: (m.trainer, m.tag) for m in sw.methods}
+    # CoOp: x1 wins seed 1 by 3 points, loses seeds 2 and 3 -> mean x3 60.0, x1 59.33: the default
+    # KgCoOp: x10 by 1.5 on the mean (60 / 61.5) -> x10
+    val = {("CoOp", "lr_x1"): [63.0, 58.0, 57.0], ("KgCoOp", "lr_x10"): [61.0, 62.0, 61.5]}
+    runs = [r for r in expand(sw) if r.kind == "train"]
+    for run in runs:
+        t, tag = tags[run.method]
+        acc = val.get((t, tag), [60.0] * 3)[run.seed - 1] if tag != "lr_x3" else 60.0
+        os.makedirs(run.directory, exist_ok=True)
+        with open(os.path.join(run.directory, "results.json"), "w") as f:
+            json.dump({"accuracy": 50.0, "val_accuracy": acc}, f)
+    choice = tmp_path / "bench_lr.json"
+    monkeypatch.setattr(bench, "lr_choice_path", lambda configs=None: str(choice))
+    assert bench.select_lr("bench_lr.yaml", str(tmp_path / "data"), str(out), log=lambda *a: None) == 0
+    rec = json.loads(choice.read_text())
+    assert "seed" not in rec and "mean over seeds 1, 2, 3" in rec["rule"]
+    coop, kg = rec["methods"]["CoOp"], rec["methods"]["KgCoOp"]
+    assert coop["factor"] == 3.0 and coop["seeds"] == [1, 2, 3]
+    assert coop["val"]["1"] == pytest.approx(59.3333333) and coop["val_per_seed"]["1"] == [63.0, 58.0, 57.0]
+    assert kg["factor"] == 10.0 and kg["val"]["10"] == pytest.approx(61.5)
+    # seed 2 of one run missing: the rule refuses, naming the run and the seeds it needs
+    gone = next(r for r in runs if r.seed == 2 and tags[r.method] == ("ProGrad", "lr_x10"))
+    os.remove(os.path.join(gone.directory, "results.json"))
+    with pytest.raises(bench.SelectionError, match=r"ProGrad lr_x10 seed 2 .*seeds 1, 2, 3"):
+        bench.select_lr("bench_lr.yaml", str(tmp_path / "data"), str(out), log=lambda *a: None)
+
+
 def test_learning_rate_sweeps_are_the_rules_output_and_the_choice_reaches_the_recipe(tmp_path, monkeypatch):
     assert bench.main(["lr-sweep", "--check"]) == 0
     text = bench.lr_sweep_text("bench_lr.yaml")
