@@ -435,6 +435,40 @@ def targets(rows, wall_minutes=None):
     return out
 
 
+E2MIM_BASE_GAP = 1.0   # points: E2MIM's base accuracy within this of CoOp's
+
+
+def e2mim_checks(per_seed):
+    """E2MIM's own target, judged on the seeds it shares with each baseline (never a calibration
+    target): HM above KgCoOp's and above CoOp's by more than one standard error of the paired
+    per-seed differences, and base accuracy within E2MIM_BASE_GAP points of CoOp's.
+    [(target, passed or None, what was measured)]; empty without E2MIM runs."""
+    mine = per_seed.get("E2MIM")
+    if not mine:
+        return []
+    out = []
+    for other in ("KgCoOp", "CoOp"):
+        theirs = per_seed.get(other, {})
+        common = sorted(set(mine) & set(theirs))
+        name = f"E2MIM's HM above {other}'s by more than one standard error (paired by seed)"
+        if len(common) < 2:
+            out.append((name, None, f"{len(common)} seed(s) in common"))
+            continue
+        d = [harmonic_mean(*mine[s]) - harmonic_mean(*theirs[s]) for s in common]
+        m, se = statistics.fmean(d), stderr(d)
+        out.append((name, m > se, f"{m:+.2f} ± {se:.2f} over seeds {', '.join(map(str, common))}"))
+    coop = per_seed.get("CoOp", {})
+    common = sorted(set(mine) & set(coop))
+    name = f"E2MIM's base within {E2MIM_BASE_GAP:g} point of CoOp's"
+    if common:
+        gap = statistics.fmean(coop[s][0] - mine[s][0] for s in common)
+        out.append((name, gap <= E2MIM_BASE_GAP, f"CoOp's base - E2MIM's = {gap:+.2f} over "
+                                                 f"{len(common)} seeds"))
+    else:
+        out.append((name, None, "no seed in common"))
+    return out
+
+
 def collect(root, trainers=BENCH_TRAINERS, seeds=None):
     """{trainer: {seed: (base, new)}} from a bench output tree (results.json only; only
     ``seeds`` when given), the backbone checksums the runs recorded, and the unfinished runs."""
@@ -461,7 +495,7 @@ def collect(root, trainers=BENCH_TRAINERS, seeds=None):
     return per_seed, sums, unfinished
 
 
-def render(rows, checks, sums, unfinished):
+def render(rows, checks, sums, unfinished, own=()):
     pub = {r.trainer: r for r in REPORTED_BASE2NEW}
     lines = ["| method | base | new | HM | seeds | published HM (11 datasets) |", "|---|---|---|---|---|---|"]
     for t, r in rows.items():
@@ -474,6 +508,12 @@ def render(rows, checks, sums, unfinished):
     for name, ok, measured in checks:
         mark = "PASS" if ok else ("n/a " if ok is None else "FAIL")
         lines.append(f"[{mark}] {name}: {measured}")
+    if own:
+        lines.append("")
+        lines.append("E2MIM's target (judged on the calibrated baselines, never calibrating them):")
+        for name, ok, measured in own:
+            mark = "PASS" if ok else ("n/a " if ok is None else "FAIL")
+            lines.append(f"[{mark}] {name}: {measured}")
     want = LOCAL_BACKBONES[BACKBONE].sha256
     for sha in sorted(sums, key=str):
         note = "the documented build" if sha == want else "NOT the documented build: not comparable"
@@ -507,7 +547,7 @@ def report(output, sweep=None, trainers=BENCH_TRAINERS, seeds=None):
     per_seed, sums, unfinished = collect(output, trainers, seeds)
     rows = method_rows(per_seed)
     checks = targets(rows, sweep_wall_minutes(sweep) if sweep else None)
-    return render(rows, checks, sums, unfinished), rows, checks
+    return render(rows, checks, sums, unfinished, e2mim_checks(per_seed)), rows, checks
 
 
 # ------------------------------------------------------------------------------------------

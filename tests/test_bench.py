@@ -100,6 +100,27 @@ def test_report_reads_results_json_and_lists_what_is_unfinished(tmp_path):
     assert "[n/a ] HM rank correlation" in text
 
 
+def test_e2mim_target_is_paired_by_seed_and_printed_apart_from_the_calibration(tmp_path):
+    root = str(tmp_path)
+    # HM of (b, n): 2bn / (b + n). E2MIM (60, 60) -> 60 both seeds; KgCoOp (50, 50) then (60, 40) -> 50, 48
+    # CoOp (62, 40) -> 48.627 then (80, 80) -> 80: differences +11.373 and -20; bases 2 and 20 above
+    for seed, ((eb, en), (kb, kn), (cb, cn)) in enumerate([((60, 60), (50, 50), (62, 40)),
+                                                        ((60, 60), (60, 40), (80, 80))], start=1):
+        for t, b, n in (("E2MIM", eb, en), ("KgCoOp", kb, kn), ("CoOp", cb, cn)):
+            _write_result(root, "train_base", t, seed, float(b))
+            _write_result(root, "test_new", t, seed, float(n))
+    _write_result(root, "train_base", "E2MIM", 3, 60.0)   # unfinished: not paired
+    text, rows, checks = bench.report(root)
+    own = {n: (ok, m) for n, ok, m in bench.e2mim_checks(bench.collect(root)[0])}
+    kg = own["E2MIM's HM above KgCoOp's by more than one standard error (paired by seed)"]
+    assert kg == (True, "+11.00 ± 1.00 over seeds 1, 2")     # differences 10 and 12: mean 11, SE 1
+    coop = own["E2MIM's HM above CoOp's by more than one standard error (paired by seed)"]
+    assert coop == (False, "-4.31 ± 15.69 over seeds 1, 2")   # mean -4.31, SE |11.37 + 20| / 2
+    assert own["E2MIM's base within 1 point of CoOp's"] == (False, "CoOp's base - E2MIM's = +11.00 over 2 seeds")
+    assert "E2MIM's target (judged on the calibrated baselines, never calibrating them):" in text
+    assert not any("E2MIM" in name for name, _, _ in checks)   # never a calibration target
+
+
 def test_every_shipped_trainer_config_normalizes_its_images():
     """Dassl's test transform normalizes only when "normalize" is listed: a config without it
     evaluates CLIP on raw pixels (zero-shot CLIP's files once did, unlike CoOp's own)."""
