@@ -510,7 +510,7 @@ def render(rows, checks, sums, unfinished, own=()):
         lines.append(f"[{mark}] {name}: {measured}")
     if own:
         lines.append("")
-        lines.append("E2MIM's target (judged on the calibrated baselines, never calibrating them):")
+        lines.append("E2MIM's target (judged beside the baselines, never calibrating them):")
         for name, ok, measured in own:
             mark = "PASS" if ok else ("n/a " if ok is None else "FAIL")
             lines.append(f"[{mark}] {name}: {measured}")

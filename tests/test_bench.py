@@ -117,7 +117,7 @@ def test_e2mim_target_is_paired_by_seed_and_printed_apart_from_the_calibration(t
     coop = own["E2MIM's HM above CoOp's by more than one standard error (paired by seed)"]
     assert coop == (False, "-4.31 ± 15.69 over seeds 1, 2")   # mean -4.31, SE |11.37 + 20| / 2
     assert own["E2MIM's base within 1 point of CoOp's"] == (False, "CoOp's base - E2MIM's = +11.00 over 2 seeds")
-    assert "E2MIM's target (judged on the calibrated baselines, never calibrating them):" in text
+    assert "E2MIM's target (judged beside the baselines, never calibrating them):" in text
     assert not any("E2MIM" in name for name, _, _ in checks)   # never a calibration target
 
 
