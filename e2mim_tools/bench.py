@@ -495,6 +495,11 @@ def collect(root, trainers=BENCH_TRAINERS, seeds=None):
     return per_seed, sums, unfinished
 
 
+def _check_lines(checks):
+    return [f"[{'PASS' if ok else ('n/a ' if ok is None else 'FAIL')}] {name}: {measured}"
+            for name, ok, measured in checks]
+
+
 def render(rows, checks, sums, unfinished, own=()):
     pub = {r.trainer: r for r in REPORTED_BASE2NEW}
     lines = ["| method | base | new | HM | seeds | published HM (11 datasets) |", "|---|---|---|---|---|---|"]
@@ -505,15 +510,9 @@ def render(rows, checks, sums, unfinished, own=()):
     lines.append("")
     lines.append("Mean ± standard error over seeds (HM per seed, then averaged).")
     lines.append("")
-    for name, ok, measured in checks:
-        mark = "PASS" if ok else ("n/a " if ok is None else "FAIL")
-        lines.append(f"[{mark}] {name}: {measured}")
+    lines += _check_lines(checks)
     if own:
-        lines.append("")
-        lines.append("E2MIM's target (judged beside the baselines, never calibrating them):")
-        for name, ok, measured in own:
-            mark = "PASS" if ok else ("n/a " if ok is None else "FAIL")
-            lines.append(f"[{mark}] {name}: {measured}")
+        lines += ["", "E2MIM's target (judged beside the baselines, never calibrating them):"] + _check_lines(own)
     want = LOCAL_BACKBONES[BACKBONE].sha256
     for sha in sorted(sums, key=str):
         note = "the documented build" if sha == want else "NOT the documented build: not comparable"
