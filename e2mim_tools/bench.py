@@ -303,10 +303,9 @@ def select_lr(name, data, output=None, write=True, log=print):
         per_seed.setdefault(t, {}).setdefault(float(tag[len("lr_x"):]), {})[run.seed] = float(res["val_accuracy"])
     record = read_selection(lr_choice_path()) or OrderedDict(rule=LR_RULE, methods={})
     record["rule"] = LR_RULE
-    record.pop("seed", None)   # the one-seed rule's key; each method now records its seeds
     for t, by_factor in per_seed.items():
         seeds = {f: [v[s] for s in LR_CHOICE_SEEDS] for f, v in by_factor.items()}
-        mean = {f: sum(v) / len(v) for f, v in seeds.items()}
+        mean = {f: statistics.fmean(v) for f, v in seeds.items()}
         factor, why = choose_lr(mean)
         record["methods"][t] = OrderedDict(factor=factor, why=why, seeds=list(LR_CHOICE_SEEDS),
                                            val={"%g" % f: mean[f] for f in LR_FACTORS},
