@@ -70,6 +70,7 @@ DEFAULTS = dict(
     logit_scale=100.0,     # fixed at this value (CLIP ended at 100); 0: learned from CLIP's start, 1/0.07
     prefix_noise=0.0,      # share of captions given random vocabulary tokens after the start token
     prefix_max=16,         # 1 to this many of them (a learned context of 16 vectors sits there)
+    position_shift=0.0,    # share of captions read at positions shifted back by 1 to prefix_max
 )
 
 
@@ -220,12 +221,30 @@ def _normalize(u8):
     return (u8.float() / 255.0 - mean) / std
 
 
-def encode_text_prefix(model, tokens):
+def draw_position_shift(n, rng, p, max_shift):
+    """How far back each of ``n`` captions is read (0 for a share 1 - ``p``, else 1 to
+    ``max_shift``), or None at ``p`` = 0 without drawing from ``rng``, so recipes without it keep
+    their weights bit for bit."""
+    if p <= 0:
+        return None
+    return np.where(rng.random(n) < p, rng.integers(1, max_shift + 1, size=n), 0)
+
+
+def encode_text_prefix(model, tokens, shift=None):
     """``model.encode_text`` on tokens cut to their longest caption (exact: the text transformer
-    is causal, so the positions after the end-of-text token never influence it)."""
+    is causal, so the positions after the end-of-text token never influence it).
+
+    ``shift`` (one int per caption) reads a caption's words and end token at positions moved back
+    by that many, the start token staying at 0: where a prompt method's context vectors would
+    push them, without the cost of tokens in between (the sequence stays as long)."""
     import torch
     L = tokens.shape[1]
-    x = model.token_embedding(tokens) + model.positional_embedding[:L]
+    if shift is None:
+        pos = model.positional_embedding[:L]
+    else:
+        ar = torch.arange(L)
+        pos = model.positional_embedding[ar[None, :] + torch.as_tensor(shift)[:, None] * (ar[None, :] > 0)]
+    x = model.token_embedding(tokens) + pos
     mask = model.transformer.resblocks[0].attn_mask[:L, :L]
     x = x.permute(1, 0, 2)
     for blk in model.transformer.resblocks:
@@ -315,7 +334,9 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
         f"{len(data.texts)} distinct captions, "
         f"text context cut to {data.text_len} tokens"
         + (f", plus 1-{cfg['prefix_max']} random tokens after the start token in a share {cfg['prefix_noise']} "
-           f"of the captions" if cfg["prefix_noise"] > 0 else ""))
+           f"of the captions" if cfg["prefix_noise"] > 0 else "")
+        + (f", a share {cfg['position_shift']} of the captions read 1-{cfg['prefix_max']} positions further "
+           f"back" if cfg["position_shift"] > 0 else ""))
     model = build_model(cfg).float()
     if cfg["logit_scale"] > 0:
         # Fixed where CLIP's ended (100): the published prompt-tuning losses and learning rates
@@ -347,7 +368,8 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
         cap_idx = torch.from_numpy(cap_idx)
         tokens = add_prefix_noise(data.tokens[cap_idx], rng, cfg["prefix_noise"], cfg["prefix_max"])
         fi = model.encode_image(images)
-        ft = encode_text_prefix(model, tokens)
+        shift = draw_position_shift(len(tokens), rng, cfg["position_shift"], cfg["prefix_max"])
+        ft = encode_text_prefix(model, tokens, shift)
         fi = fi / fi.norm(dim=-1, keepdim=True)
         ft = ft / ft.norm(dim=-1, keepdim=True)
         logits = model.logit_scale.exp() * fi @ ft.t()   # (images, captions)

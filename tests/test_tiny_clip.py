@@ -136,3 +136,32 @@ def test_prefix_noise_puts_random_words_between_start_token_and_caption():
         assert int(out[i].argmax()) == int(tokens[i].argmax()) + k[i]  # the end token is still read
     out = tiny_clip.add_prefix_noise(tokens, np.random.default_rng(7), 1.0, 3)
     assert (out[:, 1] < sot).all() and (out[:, 1] > 0).all()  # every row got at least one ordinary token
+
+
+def test_position_shift_reads_the_caption_further_back_and_draws_nothing_when_off():
+    import copy
+    import numpy as np
+    torch.manual_seed(0)
+    model = tiny_clip.build_model(dict(tiny_clip.DEFAULTS)).float().eval()
+    with torch.no_grad():
+        model.positional_embedding.normal_(0, 0.5)  # positions that matter, unlike CLIP's 0.01 init
+    sot, eot = tiny_clip.FIRST_SPECIAL_TOKEN, tiny_clip.FIRST_SPECIAL_TOKEN + 1
+    tokens = torch.tensor([[sot, 320, 736, 7117, eot, 0], [sot, 320, 1746, 269, 12, eot]])
+    rng = np.random.default_rng(5)
+    assert tiny_clip.draw_position_shift(2, rng, 0.0, 16) is None
+    assert rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
+    ref = np.random.default_rng(3)
+    k = np.where(ref.random(2) < 0.5, ref.integers(1, 17, size=2), 0)
+    assert (tiny_clip.draw_position_shift(2, np.random.default_rng(3), 0.5, 16) == k).all()
+    with torch.no_grad():
+        full = model.encode_text(torch.nn.functional.pad(tokens, (0, 71)))
+        assert torch.allclose(tiny_clip.encode_text_prefix(model, tokens), full, atol=1e-5)
+        assert torch.allclose(tiny_clip.encode_text_prefix(model, tokens, np.array([0, 0])), full, atol=1e-5)
+        got = tiny_clip.encode_text_prefix(model, tokens, np.array([3, 0]))
+        assert torch.allclose(got[1], full[1], atol=1e-5)
+        # by hand: row 0 through a copy whose positions 1.. are the original's 4..
+        moved = copy.deepcopy(model)
+        pe = model.positional_embedding
+        moved.positional_embedding.data = torch.cat([pe[:1], pe[4:], pe[:3]])
+        want = moved.encode_text(torch.nn.functional.pad(tokens[:1], (0, 71)))[0]
+        assert torch.allclose(got[0], want, atol=1e-5) and not torch.allclose(got[0], full[0], atol=1e-2)
