@@ -74,6 +74,9 @@ DEFAULTS = dict(
 )
 
 
+CONTEXT_LENGTH = 77  # CLIP's text context
+
+
 def _import_clip():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clip imports pkg_resources (deprecated)
@@ -93,7 +96,7 @@ def build_model(cfg):
         vision_layers=cfg["vision_layers"],
         vision_width=cfg["vision_width"],
         vision_patch_size=cfg["patch_size"],
-        context_length=77,
+        context_length=CONTEXT_LENGTH,
         vocab_size=49408,
         transformer_width=cfg["text_width"],
         transformer_heads=cfg["text_width"] // 64,
@@ -337,6 +340,10 @@ def pretrain(out=None, seed=0, threads=None, log=print, evaluate=True, **overrid
            f"of the captions" if cfg["prefix_noise"] > 0 else "")
         + (f", a share {cfg['position_shift']} of the captions read 1-{cfg['prefix_max']} positions further "
            f"back" if cfg["position_shift"] > 0 else ""))
+    reach = data.text_len + cfg["prefix_max"] * ((cfg["prefix_noise"] > 0) + (cfg["position_shift"] > 0))
+    if reach > CONTEXT_LENGTH:
+        raise ValueError(f"prefix_max {cfg['prefix_max']} moves captions of up to {data.text_len} tokens to "
+                         f"position {reach}, past the text tower's {CONTEXT_LENGTH}; use a smaller prefix_max")
     model = build_model(cfg).float()
     if cfg["logit_scale"] > 0:
         # Fixed where CLIP's ended (100): the published prompt-tuning losses and learning rates

@@ -165,3 +165,10 @@ def test_position_shift_reads_the_caption_further_back_and_draws_nothing_when_of
         moved.positional_embedding.data = torch.cat([pe[:1], pe[4:], pe[:3]])
         want = moved.encode_text(torch.nn.functional.pad(tokens[:1], (0, 71)))[0]
         assert torch.allclose(got[0], want, atol=1e-5) and not torch.allclose(got[0], full[0], atol=1e-2)
+
+
+def test_a_shift_past_the_text_context_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="past the text tower's 77"):
+        tiny_clip.pretrain(out=str(tmp_path / "x.pt"), steps=1, pool=1, position_shift=0.5, prefix_max=70,
+                           evaluate=False, log=lambda m: None)
+    assert not list(tmp_path.iterdir())
