@@ -445,10 +445,10 @@ def e2mim_checks(per_seed):
     mine = per_seed.get("E2MIM")
     if not mine:
         return []
-    out = []
+    out, common_with = [], {}
     for other in ("KgCoOp", "CoOp"):
         theirs = per_seed.get(other, {})
-        common = sorted(set(mine) & set(theirs))
+        common = common_with[other] = sorted(set(mine) & set(theirs))
         name = f"E2MIM's HM above {other}'s by more than one standard error (paired by seed)"
         if len(common) < 2:
             out.append((name, None, f"{len(common)} seed(s) in common"))
@@ -456,8 +456,7 @@ def e2mim_checks(per_seed):
         d = [harmonic_mean(*mine[s]) - harmonic_mean(*theirs[s]) for s in common]
         m, se = statistics.fmean(d), stderr(d)
         out.append((name, m > se, f"{m:+.2f} ± {se:.2f} over seeds {', '.join(map(str, common))}"))
-    coop = per_seed.get("CoOp", {})
-    common = sorted(set(mine) & set(coop))
+    coop, common = per_seed.get("CoOp", {}), common_with["CoOp"]
     name = f"E2MIM's base within {E2MIM_BASE_GAP:g} point of CoOp's"
     if common:
         gap = statistics.fmean(coop[s][0] - mine[s][0] for s in common)

@@ -154,7 +154,7 @@ def test_position_shift_reads_the_caption_further_back_and_draws_nothing_when_of
     k = np.where(ref.random(2) < 0.5, ref.integers(1, 17, size=2), 0)
     assert (tiny_clip.draw_position_shift(2, np.random.default_rng(3), 0.5, 16) == k).all()
     with torch.no_grad():
-        full = model.encode_text(torch.nn.functional.pad(tokens, (0, 71)))
+        full = model.encode_text(torch.nn.functional.pad(tokens, (0, tiny_clip.CONTEXT_LENGTH - tokens.shape[1])))
         assert torch.allclose(tiny_clip.encode_text_prefix(model, tokens), full, atol=1e-5)
         assert torch.allclose(tiny_clip.encode_text_prefix(model, tokens, np.array([0, 0])), full, atol=1e-5)
         got = tiny_clip.encode_text_prefix(model, tokens, np.array([3, 0]))
@@ -163,7 +163,7 @@ def test_position_shift_reads_the_caption_further_back_and_draws_nothing_when_of
         moved = copy.deepcopy(model)
         pe = model.positional_embedding
         moved.positional_embedding.data = torch.cat([pe[:1], pe[4:], pe[:3]])
-        want = moved.encode_text(torch.nn.functional.pad(tokens[:1], (0, 71)))[0]
+        want = moved.encode_text(torch.nn.functional.pad(tokens[:1], (0, tiny_clip.CONTEXT_LENGTH - tokens.shape[1])))[0]
         assert torch.allclose(got[0], want, atol=1e-5) and not torch.allclose(got[0], full[0], atol=1e-2)
 
 
